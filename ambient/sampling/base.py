@@ -1,0 +1,219 @@
+"""The one interface every sampling backend implements.
+
+A backend subclasses :class:`Sampler` and implements :meth:`Sampler.generate`,
+a *blocking* call that samples ``options.n`` continuations of one prompt and
+reports each token as it is made through ``on_token``. The base class turns
+that into an async token stream (:meth:`Sampler.stream`) that runs the work in
+a worker thread, so torch never blocks the event loop, and supports
+cancellation (latest event wins).
+
+Capabilities say what a backend can do, so callers (and the UI) adapt rather
+than guess.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import dataclasses
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from ambient.errors import InvalidInput
+
+MAX_N = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingOptions:
+    """Settings for one offer. ``validate()`` rejects values no backend can honour."""
+
+    n: int = 4
+    max_tokens: int = 48
+    temperature: float = 0.9
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    stop: tuple[str, ...] = ()
+    seed: int | None = None  # branch i uses seed + i
+    top_logprobs: int = 5  # alternatives recorded per token (0 = none)
+
+    def validate(self) -> SamplingOptions:
+        if not 1 <= self.n <= MAX_N:
+            raise InvalidInput(f"n must be between 1 and {MAX_N}, got {self.n}: pass -n 1..{MAX_N}")
+        if self.max_tokens < 1 or self.max_tokens > 4096:
+            raise InvalidInput(f"max_tokens must be between 1 and 4096, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise InvalidInput(
+                f"temperature must be 0 or more, got {self.temperature}: 0 is greedy, 0.7-1.0 is usual"
+            )
+        if not 0 < self.top_p <= 1:
+            raise InvalidInput(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise InvalidInput(f"top_k must be 0 (off) or more, got {self.top_k}")
+        if not 0 <= self.top_logprobs <= 20:
+            raise InvalidInput(f"top_logprobs must be between 0 and 20, got {self.top_logprobs}")
+        if any(not s for s in self.stop):
+            raise InvalidInput("stop strings must not be empty")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    streams: bool = True
+    logprobs: bool = True
+    max_n: int = MAX_N
+    signals: frozenset[str] = frozenset()  # e.g. {"entropy", "ease", "attention"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenAlt:
+    text: str
+    logprob: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Token:
+    """One generated token: its text, its logprob and the top alternatives."""
+
+    text: str
+    logprob: float | None = None
+    top: tuple[TokenAlt, ...] = ()
+    extra: dict[str, Any] | None = None  # per-token signals (entropy, ease, ...)
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"text": self.text, "logprob": self.logprob}
+        if self.top:
+            d["top"] = [{"text": a.text, "logprob": a.logprob} for a in self.top]
+        if self.extra:
+            d.update(self.extra)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Token:
+        extra = {k: v for k, v in d.items() if k not in ("text", "logprob", "top")}
+        return cls(
+            text=d["text"],
+            logprob=d.get("logprob"),
+            top=tuple(TokenAlt(a["text"], a["logprob"]) for a in d.get("top", ())),
+            extra=extra or None,
+        )
+
+
+@dataclasses.dataclass
+class Continuation:
+    text: str
+    tokens: list[Token]
+    finish_reason: str  # "length", "stop", "cancelled", "error"
+
+
+@dataclasses.dataclass
+class SampleResult:
+    continuations: list[Continuation]
+    model: str
+    prompt_tokens: int  # tokens actually fed to the model
+    truncated_tokens: int = 0  # tokens cut from the left to fit the context
+    truncated_chars: int = 0  # characters of the prompt those tokens covered
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)  # backend facts
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenEvent:
+    """A token of branch ``branch`` has been made."""
+
+    branch: int
+    token: Token
+
+
+@dataclasses.dataclass(frozen=True)
+class DoneEvent:
+    result: SampleResult
+
+
+StreamEvent = TokenEvent | DoneEvent
+OnToken = Callable[[int, Token], None]
+
+
+class Cancelled(Exception):
+    """Sampling was cancelled (a newer event replaced this one)."""
+
+
+class Sampler(abc.ABC):
+    """A backend that branches a prompt into N continuations."""
+
+    name: str = "sampler"
+    capabilities: Capabilities = Capabilities()
+
+    @property
+    @abc.abstractmethod
+    def context_length(self) -> int:
+        """Most tokens (prompt + new) the model can attend to."""
+
+    @abc.abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes with this model's own tokenizer."""
+
+    @abc.abstractmethod
+    def generate(
+        self,
+        prompt: str,
+        options: SamplingOptions,
+        on_token: OnToken | None = None,
+        cancel: threading.Event | None = None,
+    ) -> SampleResult:
+        """Blocking: sample ``options.n`` continuations of ``prompt``.
+
+        Calls ``on_token(branch, token)`` from the calling thread as each token
+        is made. When ``cancel`` is set, stops at the next step and returns what
+        exists with ``finish_reason="cancelled"``.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free the model's memory."""
+
+    async def sample(self, prompt: str, options: SamplingOptions) -> SampleResult:
+        """Sample off the event loop and return the finished result."""
+        return await asyncio.to_thread(self.generate, prompt, options)
+
+    async def stream(
+        self,
+        prompt: str,
+        options: SamplingOptions,
+        cancel: threading.Event | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Yield :class:`TokenEvent` as tokens are made, then one :class:`DoneEvent`.
+
+        The work runs in a worker thread. If the consumer stops iterating (or
+        the task is cancelled), sampling is cancelled at the next step.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[StreamEvent | BaseException] = asyncio.Queue()
+        cancel = cancel or threading.Event()
+
+        def on_token(branch: int, token: Token) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, TokenEvent(branch, token))
+
+        def work() -> None:
+            try:
+                result = self.generate(prompt, options, on_token, cancel)
+                loop.call_soon_threadsafe(queue.put_nowait, DoneEvent(result))
+            except BaseException as exc:  # handed to the consumer, re-raised there
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+
+        future = loop.run_in_executor(None, work)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, DoneEvent):
+                    return
+        finally:
+            cancel.set()
+            await asyncio.shield(future)
