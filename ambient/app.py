@@ -1,0 +1,86 @@
+"""App: the services one process shares (store, sampler, memory, context builder).
+
+Each is created on first use, so a command that only reads trees never loads a
+model. The CLI and the daemon both go through one App.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from ambient.config import Config
+from ambient.context import ContextBuilder, Retriever
+from ambient.errors import AmbientError
+from ambient.memory_api import MemoryIndexProtocol
+from ambient.sampling.base import Sampler
+from ambient.sampling.registry import create_sampler
+from ambient.store import TreeStore
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class App:
+    def __init__(self, config: Config, sampler: Sampler | None = None) -> None:
+        self.config = config
+        self._sampler = sampler
+        self.memory_warning: str | None = None
+
+    @functools.cached_property
+    def store(self) -> TreeStore:
+        return TreeStore(self.config.db_path)
+
+    @property
+    def sampler(self) -> Sampler:
+        if self._sampler is None:
+            self._sampler = create_sampler(self.config)
+        return self._sampler
+
+    @functools.cached_property
+    def memory(self) -> MemoryIndexProtocol | None:
+        """The vector index, or None (with ``memory_warning`` set) when it cannot be used."""
+        if not self.config.memory.enabled:
+            return None
+        try:
+            from ambient.memory import open_memory
+
+            return open_memory(self.config)
+        except AmbientError as exc:
+            self.memory_warning = f"memory is off for now: {exc}"
+            _LOGGER.warning("%s", self.memory_warning)
+            return None
+
+    def retriever(self) -> Retriever | None:
+        memory = self.memory
+        return memory.retriever() if memory is not None else None
+
+    def context_builder(self, use_memory: bool = True) -> ContextBuilder:
+        sampler = self.sampler
+        return ContextBuilder(
+            sampler.count_tokens,
+            sampler.context_length,
+            self.config.context,
+            retriever=self.retriever() if use_memory else None,
+            k=self.config.memory.k,
+            min_score=self.config.memory.min_score,
+        )
+
+    def index_pending(self) -> int:
+        """Embed every node the memory index has not seen yet; returns how many."""
+        memory = self.memory
+        if memory is None:
+            return 0
+        try:
+            return memory.sync(self.store)
+        except AmbientError as exc:
+            self.memory_warning = f"memory not updated: {exc}"
+            _LOGGER.warning("%s", self.memory_warning)
+            return 0
+
+    def close(self) -> None:
+        if self._sampler is not None:
+            self._sampler.close()
+        if "memory" in self.__dict__ and self.memory is not None:
+            self.memory.close()
+        if "store" in self.__dict__:
+            self.store.close()

@@ -1,0 +1,99 @@
+"""The ``ambient`` command line.
+
+Each group of subcommands lives in its own module under ``ambient.commands``
+and registers itself with :func:`register`; every command that prints data
+takes ``--json``. Errors a person can fix print one line and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from ambient import __version__
+from ambient.app import App
+from ambient.config import load_config
+from ambient.errors import AmbientError
+
+COMMAND_MODULES = (
+    "ambient.commands.core",
+    "ambient.commands.memory",
+    "ambient.commands.daemon",
+    "ambient.commands.bench",
+)
+
+EPILOG = """\
+examples:
+  ambient continue note.md -n 4            branch a text into 4 continuations
+  echo "Once upon a time" | ambient continue - --json
+  ambient pick 3f2a9c                       choose a continuation (ids can be shortened)
+  ambient show 3f2a9c                       a tree, or a node with its provenance
+  ambient trees                             list trees
+  ambient import loom_demo.json             import a tree saved by Loom
+  ambient export TREE --format loom -o out.json
+  ambient search "a ship lost at sea" -k 5  find past fragments by meaning
+  ambient run                               start the daemon and its web UI
+  ambient bench sampling                    measure sampling speed
+
+Data lives in $AMBIENT_HOME (default ~/.local/share/ambient); settings in
+ambient.toml there (or --config) and AMBIENT_* environment variables.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ambient",
+        description="Think with a base language model: branch, pick, remember.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"ambient {__version__}")
+    parser.add_argument("--config", help="path of ambient.toml (default: $AMBIENT_HOME/ambient.toml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    app: App | None = None
+    try:
+        app = App(load_config(args.config))
+        return int(args.func(args, app) or 0)
+    except AmbientError as exc:
+        print(f"ambient: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    finally:
+        if app is not None:
+            app.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
