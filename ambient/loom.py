@@ -216,20 +216,24 @@ def _loom_node(n: Node) -> dict[str, Any]:
     d["text"] = n.text
     if n.parent_id is not None:
         d["parent_id"] = n.parent_id
-    tags = [t for t in n.tags if t != "bookmark"] + (["bookmark"] if n.bookmarked else [])
+    tags = [t for t in n.tags if t != "bookmark" or n.bookmarked]
+    if n.bookmarked and "bookmark" not in tags:
+        tags.append("bookmark")
     if n.status == Status.PRUNED and "archived" not in tags:
         tags.append("archived")
     if tags or "tags" in d:
         d["tags"] = tags
-    if "meta" not in d:
+    if "loom" not in n.meta:  # made in ambient: describe it the way Loom does
         d["meta"] = {
             "source": "AI" if n.author.is_model else "prompt",
-            "creation_timestamp": dt.datetime.fromtimestamp(n.created_at, dt.UTC).strftime(
-                "%Y-%m-%d-%H.%M.%S"
-            ),
+            "creation_timestamp": _loom_time(n.created_at),
         }
-    d.setdefault("open", True)
+        d["open"] = True
     return d
+
+
+def _loom_time(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d-%H.%M.%S")
 
 
 def _default_top() -> dict[str, Any]:
