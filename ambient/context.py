@@ -7,10 +7,17 @@ Layout of a prompt::
     <memory footer>
     <source text up to the point of change>   (the continuation starts right here)
 
-Tokens are counted with the model's own tokenizer. The source text always
-wins: memory gets at most ``context.memory_share`` of the budget and only what
-is left after the source. If the source alone is too long it is cut from the
-left. Everything that went in, and everything cut, is recorded as provenance.
+Tokens are counted with the model's own tokenizer. Memory gets at most
+``context.memory_share`` of the budget (what it leaves goes to the source); the
+source gets the rest and, if it is too long, is cut from the left. Everything
+that went in, and everything cut, is recorded as provenance.
+
+Retrieval asks the memory for fragments near the end of the source (the
+moment at hand), leaving out the nodes being continued; a fragment whose own
+text already appears in the source is dropped too, so a prompt never retrieves
+the text it continues. ``context.fragment_template`` may use ``{text}`` (the
+fragment with its lead-in), ``{score}``, ``{node_id}``, ``{tree_id}`` and
+``{source}``.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from ambient.config import ContextSection
 
 _LOGGER = logging.getLogger(__name__)
 
+QUERY_CHARS = 1000  # the moment at hand: the end of the source (an encoder reads about 256 tokens)
+
 
 @dataclasses.dataclass(frozen=True)
 class Fragment:
@@ -35,10 +44,23 @@ class Fragment:
     score: float
     status: str = ""
     source: str = ""
+    lead: str = ""  # the end of the text before this node, so the fragment can stand on its own
+
+    def render(self) -> str:
+        """The fragment as shown in a prompt: "…" + lead + the node's own text."""
+        if not self.lead.strip():
+            return self.text.strip()
+        return "…" + self.lead.lstrip() + self.text.rstrip()
 
 
 class Retriever(Protocol):
-    def __call__(self, query: str, k: int, exclude_tree_id: str | None) -> list[Fragment]: ...
+    def __call__(
+        self,
+        query: str,
+        k: int,
+        exclude_tree_id: str | None = None,
+        exclude_node_ids: Collection[str] = (),
+    ) -> list[Fragment]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,27 +102,32 @@ class ContextBuilder:
         exclude_node_ids: Collection[str] = (),
         use_memory: bool = True,
     ) -> BuiltContext:
-        """Assemble the prompt for continuing ``source_text``."""
+        """Assemble the prompt for continuing ``source_text``.
+
+        Memory gets at most ``memory_share`` of the budget (what it does not use
+        goes to the source); the source gets the rest, cut from the left.
+        """
         budget = self.budget(max_tokens)
-        text, cut_chars = self._fit_source(source_text, budget)
-        source_tokens = self.count_tokens(text)
         provenance: dict[str, Any] = {
             "budget": budget,
-            "source": {
-                **(source or {}),
-                "chars": [cut_chars, len(source_text)],
-                "tokens": source_tokens,
-            },
+            "source": dict(source or {}),
             "retrieved": [],
-            "cut": {"source_chars": cut_chars, "fragments": []},
+            "cut": {"source_chars": 0, "fragments": []},
             "memory": "off",
         }
-        memory_budget = min(budget - source_tokens, int(budget * self.settings.memory_share))
-        if not use_memory or self.retriever is None:
-            return BuiltContext(text, provenance)
-        fragments, status = self._retrieve(source_text, tree_id, exclude_node_ids)
-        provenance["memory"] = status
-        block = self._memory_block(fragments, memory_budget, provenance)
+        pieces: list[str] = []
+        if use_memory and self.retriever is not None:
+            fragments, provenance["memory"] = self._retrieve(source_text, tree_id, exclude_node_ids)
+            memory_budget = int(budget * self.settings.memory_share)
+            pieces = self._fit_fragments(fragments, memory_budget, provenance)
+        block = self._memory_block(pieces)
+        text, cut_chars = self._fit_source(source_text, budget - self.count_tokens(block))
+        while pieces and self.count_tokens(block + text) > budget:  # tokens merged across a boundary
+            pieces.pop()
+            provenance["cut"]["fragments"].append(provenance["retrieved"].pop())
+            block = self._memory_block(pieces)
+        provenance["source"].update(chars=[cut_chars, len(source_text)], tokens=self.count_tokens(text))
+        provenance["cut"]["source_chars"] = cut_chars
         return BuiltContext(block + text, provenance)
 
     def _fit_source(self, text: str, budget: int) -> tuple[str, int]:
@@ -120,11 +147,12 @@ class ContextBuilder:
     def _retrieve(
         self, source_text: str, tree_id: str | None, exclude: Collection[str]
     ) -> tuple[list[Fragment], str]:
-        query = source_text[-2000:]
+        """Past fragments nearest to the moment at hand: the end of the source text."""
+        query = source_text[-QUERY_CHARS:]
         if not query.strip() or self.retriever is None:
             return [], "empty"
         try:
-            found = self.retriever(query, self.k + len(exclude) + 4, None)
+            found = self.retriever(query, self.k + 4, None, exclude)
         except Exception as exc:  # memory must never stop an offer
             _LOGGER.warning("memory unavailable, continuing without retrieval: %s", exc)
             return [], f"unavailable: {exc}"
@@ -136,24 +164,30 @@ class ContextBuilder:
         ]
         return keep[: self.k], "on"
 
-    def _memory_block(self, fragments: list[Fragment], budget: int, provenance: dict[str, Any]) -> str:
+    def _fit_fragments(self, fragments: list[Fragment], budget: int, provenance: dict[str, Any]) -> list[str]:
+        """Render fragments, best first, while they fit ``budget``; record what went in and what was cut."""
         s = self.settings
-        overhead = self.count_tokens(s.memory_header + s.memory_footer)
-        parts: list[str] = []
-        used = overhead
+        used = self.count_tokens(s.memory_header + s.memory_footer)
+        pieces: list[str] = []
         for f in fragments:
-            piece = s.fragment_template.format(text=f.text.strip())
+            piece = s.fragment_template.format(
+                text=f.render(), score=f.score, node_id=f.node_id, tree_id=f.tree_id, source=f.source
+            )
             cost = self.count_tokens(piece)
             record = {"node_id": f.node_id, "tree_id": f.tree_id, "score": round(f.score, 4), "tokens": cost}
             if used + cost > budget:
                 provenance["cut"]["fragments"].append(record)
                 continue
             used += cost
-            parts.append(piece)
+            pieces.append(piece)
             provenance["retrieved"].append(record)
-        if not parts:
+        return pieces
+
+    def _memory_block(self, pieces: list[str]) -> str:
+        if not pieces:
             return ""
-        return s.memory_header + "".join(parts) + s.memory_footer
+        s = self.settings
+        return s.memory_header + "".join(pieces) + s.memory_footer
 
 
 def _to_word_boundary(text: str, pos: int) -> int:

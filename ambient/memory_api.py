@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol
 
 from ambient.context import Fragment, Retriever
@@ -20,8 +21,11 @@ class MemoryIndexProtocol(Protocol):
         status: str | None = None,
         source: str | None = None,
         exclude_tree_id: str | None = None,
-    ) -> list[Fragment]: ...
+        exclude_node_ids: Collection[str] = (),
+    ) -> list[Fragment]:
+        """The ``k`` nodes nearest in meaning to ``query``, best first (score = cosine similarity)."""
 
-    def retriever(self) -> Retriever: ...
+    def retriever(self) -> Retriever:
+        """A callable for the ContextBuilder (blocking; run it off the event loop)."""
 
     def close(self) -> None: ...

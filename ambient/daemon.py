@@ -1,0 +1,466 @@
+"""The daemon: one asyncio process that runs sources, the sampling pipeline and the web server.
+
+Start-up and shutdown live in :class:`Daemon` (an async context manager)::
+
+    async with Daemon(config) as daemon:
+        print(daemon.url)
+        await stop_requested.wait()
+
+Start-up opens the store (offers left streaming by a crash are marked failed),
+loads the model and the memory index in worker threads, starts the sampling
+worker, the web server and the sources. Shutdown stops the sources, refuses new
+events, cancels in-flight sampling (the partial offer is stored as cancelled),
+closes every WebSocket, lets running requests finish, and closes the store.
+
+The daemon implements :class:`ambient.sources.Hub`. It never writes into a
+source or sends text anywhere on its own: it stores offers and publishes them
+to subscribers; everything else is a person's action through the API.
+
+Threads: the event loop only schedules. Sampling (torch) runs in one
+``ambient-sampling`` thread (the model is one), memory (chromadb, embeddings)
+in one ``ambient-memory`` thread, store reads and writes in the default pool.
+Tokens come back to the loop with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import inspect
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from ambient import __version__
+from ambient.app import App
+from ambient.config import Config
+from ambient.context import BuiltContext, Fragment
+from ambient.errors import AmbientError, ConfigError, MemoryUnavailable
+from ambient.fsutil import write_atomic
+from ambient.memory_api import MemoryIndexProtocol
+from ambient.offers import OfferOutcome, make_offer, options_from
+from ambient.pipeline import Job, Pipeline
+from ambient.sampling.base import Token
+from ambient.security import LOOPBACK_HOSTS, load_or_create_token
+from ambient.source_host import SourceHost
+from ambient.sources import SourceEvent
+from ambient.tree import Node, Offer
+
+_LOGGER = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RUNTIME_FILE = "daemon.json"
+SUBSCRIBER_QUEUE = 4096
+
+
+class Subscriber:
+    """One live-event listener (a WebSocket); bounded, dropped when it cannot keep up."""
+
+    def __init__(self, maxsize: int = SUBSCRIBER_QUEUE) -> None:
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=maxsize)
+        self.overflowed = False
+
+    def put(self, message: str) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.close(overflow=True)
+
+    def close(self, overflow: bool = False) -> None:
+        """Tell the reader to stop (``None`` is the end mark)."""
+        self.overflowed = self.overflowed or overflow
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
+
+
+class Daemon:
+    """The running service: implements the sources' Hub and backs the HTTP API."""
+
+    def __init__(
+        self,
+        config: Config,
+        app: App | None = None,
+        *,
+        port: int | None = None,
+        serve: bool = True,
+        queue_size: int = 32,
+    ) -> None:
+        if config.server.host not in LOOPBACK_HOSTS:
+            raise ConfigError(
+                f"server.host = {config.server.host!r}: the daemon only listens on the loopback "
+                "address (127.0.0.1, ::1 or localhost); reach it from elsewhere through an SSH tunnel"
+            )
+        self.config = config
+        self.app = app if app is not None else App(config)
+        self._owns_app = app is None
+        self.port = config.server.port if port is None else port
+        self.serve = serve
+        self.token = ""
+        self.sources = SourceHost(self, config.sources)
+        self.pipeline = Pipeline(
+            self._run_job, debounce_s=config.server.debounce_ms / 1000, maxsize=queue_size
+        )
+        self.subscribers: set[Subscriber] = set()
+        self.web_app: web.Application | None = None
+        self.started_at = 0.0
+        self.memory_ready = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._sampling_pool: ThreadPoolExecutor | None = None
+        self._memory_pool: ThreadPoolExecutor | None = None
+        self._runner: web.AppRunner | None = None
+        self._offer_callbacks: list[Callable[[Offer], Awaitable[None] | None]] = []
+        self._index_task: asyncio.Task[None] | None = None
+        self._index_again = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._running = False
+
+    # ------------------------------------------------------------- lifespan
+    async def __aenter__(self) -> Daemon:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        from ambient.server import create_app  # the server imports the daemon's types
+
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._sampling_pool = ThreadPoolExecutor(1, thread_name_prefix="ambient-sampling")
+        self._memory_pool = ThreadPoolExecutor(1, thread_name_prefix="ambient-memory")
+        self._running = True
+        self.token = await self.run_blocking(load_or_create_token, self.config.home)
+        failed = await self.run_blocking(self._open_store)
+        if failed:
+            _LOGGER.warning("%d offer(s) left streaming by the last run were marked failed", failed)
+        await asyncio.gather(self._in_sampling(self._load_sampler), self._in_memory(self._load_memory))
+        self.pipeline.start()
+        self.web_app = create_app(self)
+        if self.serve:
+            await self._start_server(self.web_app)
+        await self.sources.start()
+        self.started_at = time.time()
+        self.schedule_index()
+
+    def _open_store(self) -> int:
+        store = self.app.store
+        store.on_change(self._on_store_change)
+        return store.fail_unfinished_offers("daemon stopped while sampling")
+
+    def _load_sampler(self) -> None:
+        self.app.sampler  # noqa: B018 - load the model now, not at the first event
+
+    def _load_memory(self) -> None:
+        try:
+            self.memory_ready = self.app.memory is not None
+        except ImportError as exc:  # the memory package is not installed
+            self.app.memory_warning = f"memory is off: {exc}"
+            self.memory_ready = False
+
+    async def _start_server(self, web_app: web.Application) -> None:
+        self._runner = web.AppRunner(web_app, access_log=None, shutdown_timeout=5.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.server.host, self.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise AmbientError(
+                f"cannot listen on {self.config.server.host}:{self.port} ({exc.strerror}): is ambient "
+                "already running? (`ambient status`) Or pick another port with `ambient run --port N`"
+            ) from None
+        addresses = self._runner.addresses
+        if addresses:
+            self.port = int(addresses[0][1])
+        await self.run_blocking(self._write_runtime_file)
+
+    async def stop(self) -> None:
+        """Shut down cleanly: nothing acknowledged is lost, in-flight sampling is stored as cancelled."""
+        if not self._running:
+            return
+        self._running = False
+        await self.sources.stop()
+        await self.pipeline.close()
+        for sub in list(self.subscribers):
+            sub.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+            await self.run_blocking(self._remove_runtime_file)
+        await self._wait_for_background()
+        for pool in (self._sampling_pool, self._memory_pool):
+            if pool is not None:
+                await asyncio.to_thread(pool.shutdown, True)
+        if self._owns_app:
+            await asyncio.to_thread(self.app.close)
+
+    async def _wait_for_background(self, timeout: float = 30.0) -> None:
+        pending = [t for t in (self._index_task, *self._tasks) if t is not None and not t.done()]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=timeout)
+            for task in late:
+                task.cancel()
+
+    # ---------------------------------------------------------- runtime file
+    @property
+    def runtime_file(self) -> Path:
+        return self.config.home / RUNTIME_FILE
+
+    @property
+    def url(self) -> str:
+        host = self.config.server.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}/?token={self.token}"
+
+    def _write_runtime_file(self) -> None:
+        info = {
+            "pid": os.getpid(),
+            "host": self.config.server.host,
+            "port": self.port,
+            "version": __version__,
+        }
+        write_atomic(self.runtime_file, json.dumps(info) + "\n", mode=0o600)
+
+    def _remove_runtime_file(self) -> None:
+        try:
+            info = json.loads(self.runtime_file.read_text())
+        except (OSError, ValueError):
+            return
+        if info.get("pid") == os.getpid():
+            self.runtime_file.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------- threads
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking work (files, SQLite) in a worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
+
+    async def _in_sampling(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._sampling_pool, fn)
+
+    async def _in_memory(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._memory_pool, fn)
+
+    def _from_thread(self, fn: Callable[..., None], *args: Any) -> None:
+        """Call ``fn`` on the event loop, from whatever thread we are on."""
+        loop = self._loop
+        if loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+            return
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop has closed: nobody is listening any more
+            pass
+
+    # -------------------------------------------------------------- the hub
+    async def submit(self, event: SourceEvent) -> None:
+        """Queue an event (debounced per key; a newer one cancels the older one's sampling)."""
+        self.pipeline.submit(event)
+
+    def submit_job(self, event: SourceEvent) -> Job:
+        """Like :meth:`submit`, returning the job (for benchmarks and tests)."""
+        return self.pipeline.submit(event)
+
+    async def offer_now(self, event: SourceEvent) -> Offer:
+        """Sample for ``event`` right away and return the finished offer."""
+        job = self.pipeline.submit(dataclasses.replace(event, debounce=False), wait=True)
+        assert job.waiter is not None
+        return await job.waiter
+
+    def publish(self, kind: str, data: dict[str, Any]) -> None:
+        """Send a live event to every subscriber (thread-safe)."""
+        if threading.get_ident() != self._loop_thread:
+            self._from_thread(self.publish, kind, data)
+            return
+        message = json.dumps({"type": kind, "data": data}, ensure_ascii=False, separators=(",", ":"))
+        for sub in list(self.subscribers):
+            sub.put(message)
+            if sub.overflowed:
+                self.subscribers.discard(sub)
+
+    def on_offer(self, callback: Callable[[Offer], Awaitable[None] | None]) -> None:
+        self._offer_callbacks.append(callback)
+
+    def subscribe(self) -> Subscriber:
+        sub = Subscriber()
+        self.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+
+    # ------------------------------------------------------------ pipeline
+    async def _run_job(self, job: Job) -> Offer:
+        """Build the context, sample (streaming tokens out), store and publish one offer."""
+        begun: dict[str, Offer] = {}
+        try:
+            outcome = await self._sample(job, begun)
+        except Exception as exc:
+            await self._publish_failed(job.event, begun.get("offer"), exc)
+            raise
+        self.publish(
+            "offer_done",
+            {"offer": outcome.offer.as_dict(), "nodes": [n.as_dict() for n in outcome.nodes]},
+        )
+        self._after_offer(outcome.offer)
+        return outcome.offer
+
+    async def _sample(self, job: Job, begun: dict[str, Offer]) -> OfferOutcome:
+        event = job.event
+        options = options_from(
+            self.config.sampling, n=event.n, temperature=event.temperature, max_tokens=event.max_tokens
+        )
+
+        def on_begin(offer: Offer, context: BuiltContext) -> None:
+            begun["offer"] = offer
+            data = {
+                "offer_id": offer.id,
+                "parent_id": offer.parent_id,
+                "tree_id": offer.tree_id,
+                "n": options.n,
+                "source": event.source,
+                "provenance": context.provenance,
+            }
+            self._from_thread(self.publish, "offer_started", data)
+
+        def on_token(branch: int, token: Token) -> None:
+            offer_id = begun["offer"].id
+            self._from_thread(self.publish, "token", _token_event(offer_id, branch, token))
+
+        work = functools.partial(
+            make_offer,
+            self.app,
+            event.parent_id,
+            options,
+            source={"kind": event.source, "key": event.key, **event.meta},
+            source_text=event.text,
+            use_memory=self.memory_ready,
+            on_token=on_token,
+            on_begin=on_begin,
+            cancel=job.cancel,
+        )
+        return await self._in_sampling(work)
+
+    async def _publish_failed(self, event: SourceEvent, offer: Offer | None, exc: Exception) -> None:
+        data: dict[str, Any] = {"parent_id": event.parent_id, "error": str(exc), "offer": None, "nodes": []}
+        if offer is not None:
+            stored, nodes = await self.run_blocking(self._offer_with_nodes, offer.id)
+            data.update(offer_id=offer.id, offer=stored.as_dict(), nodes=[n.as_dict() for n in nodes])
+        self.publish("offer_failed", data)
+
+    def _offer_with_nodes(self, offer_id: str) -> tuple[Offer, list[Node]]:
+        store = self.app.store
+        offer = store.get_offer(offer_id)
+        return offer, [store.get_node(i) for i in offer.node_ids]
+
+    def _after_offer(self, offer: Offer) -> None:
+        for callback in self._offer_callbacks:
+            try:
+                result = callback(offer)
+            except Exception:
+                _LOGGER.exception("an on_offer callback failed")
+                continue
+            if inspect.isawaitable(result):
+                self._spawn(result)
+        self.schedule_index()
+
+    def _spawn(self, awaitable: Awaitable[Any]) -> None:
+        async def guarded() -> None:
+            try:
+                await awaitable
+            except Exception:
+                _LOGGER.exception("an on_offer callback failed")
+
+        task = asyncio.get_running_loop().create_task(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_store_change(self, event: str, node: Node) -> None:
+        """Store listener (called in the writing thread): tell the UI."""
+        kind = "node_created" if event == "created" else "node_updated"
+        self._from_thread(self.publish, kind, {"node": node.as_dict(tokens=False)})
+
+    # --------------------------------------------------------------- memory
+    def schedule_index(self) -> None:
+        """Index new and changed nodes in the background (coalesced: one run at a time)."""
+        if not self.memory_ready or not self._running:
+            return
+        if self._index_task is not None and not self._index_task.done():
+            self._index_again = True
+            return
+        self._index_task = asyncio.get_running_loop().create_task(self._index_loop())
+
+    async def _index_loop(self) -> None:
+        while True:
+            self._index_again = False
+            try:
+                count = await self._in_memory(self.app.index_pending)
+                _LOGGER.info("indexed %d node(s)", count)
+            except Exception:
+                _LOGGER.exception("background indexing failed")
+            if not self._index_again:
+                return
+
+    async def search(self, query: str, k: int) -> list[Fragment]:
+        """Past fragments close in meaning to ``query``."""
+        memory = self._memory()
+        return await self._in_memory(functools.partial(memory.search, query, k))
+
+    def _memory(self) -> MemoryIndexProtocol:
+        memory = self.app.memory if self.memory_ready else None
+        if memory is None:
+            reason = self.app.memory_warning or "memory is off: set memory.enabled = true in ambient.toml"
+            raise MemoryUnavailable(reason)
+        return memory
+
+    # --------------------------------------------------------------- status
+    def status(self) -> dict[str, Any]:
+        model = self.config.model
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "port": self.port,
+            "started_at": self.started_at,
+            "uptime_s": round(time.time() - self.started_at, 3) if self.started_at else 0.0,
+            "model": {
+                "backend": model.backend,
+                "path": model.path if model.backend == "local" else model.name,
+                "sampler": self.app.sampler.name,
+            },
+            "queue": self.pipeline.status(),
+            "sources": self.sources.status(),
+            "memory": {
+                "enabled": self.config.memory.enabled,
+                "available": self.memory_ready,
+                "warning": self.app.memory_warning,
+            },
+            "subscribers": len(self.subscribers),
+        }
+
+
+def _token_event(offer_id: str, branch: int, token: Token) -> dict[str, Any]:
+    return {
+        "offer_id": offer_id,
+        "branch": branch,
+        "text": token.text,
+        "logprob": token.logprob,
+        "top": [{"text": a.text, "logprob": a.logprob} for a in token.top],
+    }

@@ -1,0 +1,153 @@
+"""What the memory index holds for one node: a document that stands on its own, plus metadata.
+
+A node's own text is often a fragment of a sentence (a continuation starts
+mid-line), so the document embedded for it is a short **lead** (the last
+``LEAD_CHARS`` characters of its ancestry, cut at a word boundary) followed by
+the node's own text (its first ``MAX_TEXT_CHARS`` characters)::
+
+    document = lead + text           metadata["lead_chars"] = len(lead)
+
+Search returns the node's own text as :attr:`Fragment.text` and the lead as
+:attr:`Fragment.lead`, so the ContextBuilder can show a fragment in context
+without repeating it.
+
+Each document is keyed by a content hash of (embedder, document format, lead,
+text): a node whose hash is unchanged is never embedded again. Changes to
+status or other metadata only update the metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+from ambient.store import TreeStore
+from ambient.tree import Node
+
+LEAD_CHARS = 240
+MAX_TEXT_CHARS = 4000
+DOC_VERSION = 1  # bump when the document layout changes: every hash changes with it
+_CACHE_LIMIT = 200_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Doc:
+    id: str
+    document: str
+    metadata: dict[str, Any]
+
+    @property
+    def hash(self) -> str:
+        return str(self.metadata["hash"])
+
+    @property
+    def text_hash(self) -> str:
+        return str(self.metadata["text_hash"])
+
+
+def digest(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
+    return h.hexdigest()[:24]
+
+
+class DocBuilder:
+    """Builds :class:`Doc` objects, caching the tails of ancestors and the trees' sources.
+
+    One builder lives for one sync; it reads the store only for parents it has
+    not seen yet.
+    """
+
+    def __init__(self, store: TreeStore, embedder_identity: str) -> None:
+        self.store = store
+        self.identity = embedder_identity
+        self._tails: dict[str, tuple[str | None, str]] = {}
+        self._sources: dict[str, str] = {}
+
+    def remember(self, nodes: Iterable[Node]) -> None:
+        if len(self._tails) > _CACHE_LIMIT:
+            self._tails.clear()
+        for n in nodes:
+            self._tails[n.id] = (n.parent_id, n.text[-LEAD_CHARS:])
+
+    def build(self, node: Node) -> Doc:
+        lead = self.lead(node.parent_id)
+        text = node.text[:MAX_TEXT_CHARS]
+        metadata: dict[str, Any] = {
+            "tree_id": node.tree_id,
+            "node_id": node.id,
+            "parent_id": node.parent_id or "",
+            "status": str(node.status),
+            "author": node.author.kind,
+            "author_name": node.author.name,
+            "source": self.source(node.tree_id),
+            "created_at": node.created_at,
+            "updated_at": node.updated_at,
+            "lead_chars": len(lead),
+            "text_hash": digest(node.text),
+            "hash": digest(self.identity, str(DOC_VERSION), lead, text),
+        }
+        return Doc(node.id, lead + text, metadata)
+
+    def lead(self, parent_id: str | None) -> str:
+        """The last ``LEAD_CHARS`` characters of the text from the root down to ``parent_id``."""
+        pieces: list[str] = []
+        size = 0
+        current = parent_id
+        while current is not None and size < LEAD_CHARS:
+            parent, tail = self._tail(current)
+            pieces.append(tail)
+            size += len(tail)
+            current = parent
+        joined = "".join(reversed(pieces))
+        if len(joined) <= LEAD_CHARS:
+            return joined
+        return _from_word(joined[-LEAD_CHARS:])
+
+    def _tail(self, node_id: str) -> tuple[str | None, str]:
+        found = self._tails.get(node_id)
+        if found is None:
+            node = self.store.get_node(node_id)
+            found = (node.parent_id, node.text[-LEAD_CHARS:])
+            self._tails[node_id] = found
+        return found
+
+    def source(self, tree_id: str) -> str:
+        found = self._sources.get(tree_id)
+        if found is None:
+            found = self.store.get_tree(tree_id).source
+            self._sources[tree_id] = found
+        return found
+
+
+def _from_word(text: str) -> str:
+    """Drop a leading partial word (up to 30 characters) so a lead never starts mid-word."""
+    for i, ch in enumerate(text[:30]):
+        if ch.isspace():
+            return text[i + 1 :]
+    return text
+
+
+def descendants(store: TreeStore, node_ids: Iterable[str]) -> list[Node]:
+    """Every node below the given ones (their leads may include the text that changed)."""
+    wanted = set(node_ids)
+    trees = {store.get_node(i).tree_id for i in wanted}
+    found: list[Node] = []
+    for tree_id in trees:
+        children: dict[str, list[Node]] = {}
+        for n in store.tree_nodes(tree_id):
+            if n.parent_id is not None:
+                children.setdefault(n.parent_id, []).append(n)
+        seen = set(wanted)
+        stack = list(wanted)
+        while stack:
+            for child in children.get(stack.pop(), []):
+                if child.id not in seen:
+                    seen.add(child.id)
+                    found.append(child)
+                    stack.append(child.id)
+    return found

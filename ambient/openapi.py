@@ -1,0 +1,353 @@
+"""The OpenAPI 3.1 document of the daemon's API, served at ``/api/openapi.json``.
+
+Paths come from :data:`ambient.api.ROUTES` (the same table that validates
+requests); the data shapes are the component schemas below, kept equal to
+what ``Node.as_dict()``, ``Tree.as_dict()`` and ``Offer.as_dict()`` return.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from ambient import __version__
+
+Schema = dict[str, Any]
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(props: dict[str, Schema], required: list[str] | None = None, extra: bool = True) -> Schema:
+    schema: Schema = {
+        "type": "object",
+        "properties": props,
+        "required": list(props) if required is None else required,
+    }
+    if not extra:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def _array(items: Schema) -> Schema:
+    return {"type": "array", "items": items}
+
+
+STR: Schema = {"type": "string"}
+NUM: Schema = {"type": "number"}
+INT: Schema = {"type": "integer"}
+BOOL: Schema = {"type": "boolean"}
+OBJ: Schema = {"type": "object"}
+NULL_STR: Schema = {"type": ["string", "null"]}
+
+TOKEN_ALT = _obj({"text": STR, "logprob": NUM})
+TOKEN = _obj(
+    {"text": STR, "logprob": {"type": ["number", "null"]}, "top": _array(TOKEN_ALT)},
+    required=["text", "logprob"],
+)
+NODE_FIELDS: dict[str, Schema] = {
+    "id": STR,
+    "tree_id": STR,
+    "parent_id": NULL_STR,
+    "text": STR,
+    "author": _obj(
+        {"kind": {"type": "string", "enum": ["human", "model"]}, "name": STR, "settings": OBJ},
+        ["kind", "name"],
+    ),
+    "status": {"type": "string", "enum": ["offered", "picked", "pruned"]},
+    "offer_id": NULL_STR,
+    "branch": {"type": ["integer", "null"]},
+    "bookmarked": BOOL,
+    "tags": _array(STR),
+    "created_at": NUM,
+    "updated_at": NUM,
+    "meta": OBJ,
+}
+NODE = _obj(
+    {
+        **NODE_FIELDS,
+        "tokens": {"type": ["array", "null"], "items": _ref("Token")},
+        "provenance": {"type": ["object", "null"]},
+    },
+    required=list(NODE_FIELDS),
+)
+TREE = _obj(
+    {
+        "id": STR,
+        "root_id": STR,
+        "title": STR,
+        "source": STR,
+        "created_at": NUM,
+        "updated_at": NUM,
+        "meta": OBJ,
+    }
+)
+OFFER = _obj(
+    {
+        "id": STR,
+        "tree_id": STR,
+        "parent_id": STR,
+        "state": {"type": "string", "enum": ["streaming", "done", "failed", "cancelled"]},
+        "settings": OBJ,
+        "created_at": NUM,
+        "finished_at": {"type": ["number", "null"]},
+        "error": NULL_STR,
+        "meta": OBJ,
+        "node_ids": _array(STR),
+    }
+)
+NODES = _array(_ref("Node"))
+FRAGMENT = _obj(
+    {
+        "node_id": STR,
+        "tree_id": STR,
+        "text": STR,
+        "score": NUM,
+        "status": STR,
+        "source": STR,
+        "tree_title": STR,
+    }
+)
+OUTCOME = _obj(
+    {
+        "node_id": STR,
+        "branch": {"type": ["integer", "null"]},
+        "outcome": {"type": "string", "enum": ["picked", "edited then picked", "pruned", "ignored"]},
+        "text": STR,
+        "edited_node_id": NULL_STR,
+        "edited_text": NULL_STR,
+    }
+)
+PICK_RECORD = _obj(
+    {
+        "offer_id": STR,
+        "tree_id": STR,
+        "parent_id": STR,
+        "state": STR,
+        "created_at": NUM,
+        "prompt": STR,
+        "nodes": _array(OUTCOME),
+    }
+)
+STATUS = _obj(
+    {
+        "version": STR,
+        "pid": INT,
+        "port": INT,
+        "started_at": NUM,
+        "uptime_s": NUM,
+        "model": _obj({"backend": STR, "path": STR, "sampler": STR}),
+        "queue": _obj(
+            {
+                "waiting": INT,
+                "debouncing": INT,
+                "max": INT,
+                "in_flight": NULL_STR,
+                "done": INT,
+                "dropped": INT,
+            }
+        ),
+        "sources": {"type": "object", "additionalProperties": OBJ},
+        "memory": _obj({"enabled": BOOL, "available": BOOL, "warning": NULL_STR}),
+        "subscribers": INT,
+        "counts": _obj({"trees": INT, "nodes": INT}),
+    }
+)
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": _obj({"error": STR}),
+    "Token": TOKEN,
+    "Node": NODE,
+    "Tree": TREE,
+    "Offer": OFFER,
+    "Status": STATUS,
+    "TreeList": _obj({"trees": _array(_ref("Tree"))}),
+    "CreatedTree": _obj({"tree": _ref("Tree"), "root": _ref("Node"), "queued": BOOL}),
+    "TreeView": _obj({"tree": _ref("Tree"), "nodes": NODES, "offers": _array(_ref("Offer"))}),
+    "NodeView": _obj(
+        {
+            "node": _ref("Node"),
+            "ancestry": _array(STR),
+            "children": NODES,
+            "revisions": _array(_obj({"node_id": STR, "rev": INT, "text": STR, "edited_at": NUM})),
+            "offers": _array(_ref("Offer")),
+        }
+    ),
+    "CreatedNode": _obj({"node": _ref("Node"), "queued": BOOL}),
+    "Picked": _obj({"node": _ref("Node"), "path": _array(STR)}),
+    "Edited": _obj({"node": _ref("Node"), "created": BOOL, "original_id": STR}),
+    "NodeResult": _obj({"node": _ref("Node")}),
+    "Queued": _obj({"queued": BOOL, "parent_id": STR}),
+    "OfferView": _obj({"offer": _ref("Offer"), "nodes": NODES}),
+    "SearchResults": _obj({"query": STR, "results": _array(FRAGMENT)}),
+    "PickLog": _obj({"offers": _array(PICK_RECORD)}),
+}
+
+ERROR_TEXT = {
+    400: "bad input: invalid JSON, a missing or unknown field, a value out of range",
+    401: "no token, or a wrong one",
+    403: "a foreign Host or Origin",
+    404: "unknown id or route",
+    413: "the body is larger than server.max_body_bytes",
+    415: "the body is not JSON",
+    503: "a service is not available (memory, the manual source, shutting down)",
+}
+COMMON_ERRORS = (401, 403)
+
+
+def _field_schema(field: Any) -> Schema:
+    schema: Schema = {"type": field.type}
+    if field.description:
+        schema["description"] = field.description
+    for key, attr in (
+        ("minimum", "minimum"),
+        ("maximum", "maximum"),
+        ("minLength", "min_length"),
+        ("maxLength", "max_length"),
+    ):
+        value = getattr(field, attr)
+        if value is not None:
+            schema[key] = value
+    return schema
+
+
+def _errors(codes: tuple[int, ...]) -> dict[str, Any]:
+    error = {"application/json": {"schema": _ref("Error")}}
+    return {
+        str(c): {"description": ERROR_TEXT[c], "content": error} for c in sorted({*codes, *COMMON_ERRORS})
+    }
+
+
+def _operation(route: Any) -> Schema:
+    op: Schema = {
+        "summary": route.summary,
+        "operationId": route.handler.__name__,
+        "tags": [route.tag],
+        "responses": {
+            str(route.status): {
+                "description": route.summary,
+                "content": {"application/json": {"schema": _ref(route.response)}},
+            },
+            **_errors(route.errors),
+        },
+    }
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+        for name in _path_params(route.path)
+    ]
+    params += [
+        {"name": f.name, "in": "query", "required": f.required, "schema": _field_schema(f)}
+        for f in route.query
+    ]
+    if params:
+        op["parameters"] = params
+    if route.body is not None:
+        props = {f.name: _field_schema(f) for f in route.body}
+        schema = _obj(props, [f.name for f in route.body if f.required], extra=False)
+        op["requestBody"] = {
+            "required": any(f.required for f in route.body),
+            "content": {"application/json": {"schema": schema}},
+        }
+    return op
+
+
+def _path_params(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{") and part.endswith("}")]
+
+
+def _extra_paths() -> dict[str, Schema]:
+    html = {"text/html": {"schema": STR}}
+    return {
+        "/api/events": {
+            "get": {
+                "summary": "WebSocket of live events: hello, offer_started, token, offer_done, offer_failed, "
+                "picked, node_created, node_updated; each a JSON text {type, data}",
+                "operationId": "events",
+                "tags": ["daemon"],
+                "responses": {
+                    "101": {"description": "switching to the WebSocket protocol"},
+                    **_errors((400,)),
+                },
+            }
+        },
+        "/api/openapi.json": {
+            "get": {
+                "summary": "this document",
+                "operationId": "openapi",
+                "tags": ["daemon"],
+                "responses": {
+                    "200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": OBJ}}},
+                    **_errors(()),
+                },
+            }
+        },
+        "/": {
+            "get": {
+                "summary": "the web UI; with ?token= it sets the session cookie and redirects to /",
+                "operationId": "index",
+                "tags": ["ui"],
+                "responses": {
+                    "200": {"description": "the page", "content": html},
+                    "303": {"description": "cookie set; go to /"},
+                    **_errors(()),
+                },
+            }
+        },
+        "/static/{name}": {
+            "get": {
+                "summary": "the UI's script, style sheet and icon",
+                "operationId": "static",
+                "tags": ["ui"],
+                "parameters": [
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "minLength": 1},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the file",
+                        "content": {
+                            "text/javascript": {"schema": STR},
+                            "text/css": {"schema": STR},
+                            "image/svg+xml": {"schema": STR},
+                        },
+                    },
+                    **_errors((404,)),
+                },
+            }
+        },
+    }
+
+
+@functools.cache
+def build_openapi() -> Schema:
+    from ambient.api import ROUTES
+
+    paths: dict[str, Schema] = {}
+    for route in ROUTES:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+    paths.update(_extra_paths())
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "ambient daemon",
+            "version": __version__,
+            "description": "Local API of the ambient daemon. Every request needs the token in "
+            "$AMBIENT_HOME/token; the Host must be the loopback address and this port.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}, {"query": []}, {"cookie": []}],
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "query": {"type": "apiKey", "in": "query", "name": "token"},
+                "cookie": {"type": "apiKey", "in": "cookie", "name": "ambient_token_PORT"},
+            },
+        },
+    }

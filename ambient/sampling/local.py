@@ -1,0 +1,670 @@
+"""The local backend: a transformers causal LM on this machine (CUDA if present, else CPU).
+
+N continuations cost one prompt pass. The prompt runs through the model once
+(batch 1); its KV cache is then repeated to N rows and the N branches decode
+together, one batched step per token. The output layer (the largest matrix of
+a small model with a big vocabulary) is applied only to the positions that are
+sampled: the last prompt position, then the N new positions per step. A branch
+that finishes leaves the batch, so it costs nothing more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ambient import models  # sets the offline switches before transformers is imported
+from ambient.errors import InvalidInput, ModelUnavailable
+from ambient.sampling.base import (
+    MAX_N,
+    Capabilities,
+    Continuation,
+    OnToken,
+    SampleResult,
+    Sampler,
+    SamplingOptions,
+    Token,
+    TokenAlt,
+)
+
+import torch  # noqa: E402  (after ambient.models on purpose)
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache  # noqa: E402
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer  # noqa: E402
+
+CPU_CONTEXT_CAP = 8192
+GPU_CONTEXT_CAP = 32768
+PREFILL_CHUNK = 2048  # prompt tokens per forward pass; bounds attention memory on long prompts
+NUCLEUS_PROBE = 1024  # top-p first looks for the nucleus among this many most likely words
+SAMPLE_BLOCK = 1024  # words per block in two-level inverse-CDF sampling
+GROW_MIN = 64  # spare positions a cache layer grows by at least
+DETOK_CONTEXT = 4  # prompt tokens the incremental detokenizer starts from (keeps leading spaces)
+
+
+# --------------------------------------------------------------------------- text helpers
+
+
+class IncrementalDetokenizer:
+    """Turns a growing list of token ids into new text, one complete character at a time.
+
+    Each step decodes a short window and emits the suffix that is new since the
+    last step; while the window ends in U+FFFD (a UTF-8 character split over
+    tokens) nothing is emitted, so no broken character ever leaves.
+    """
+
+    def __init__(self, tokenizer: Any, context: Sequence[int] = ()) -> None:
+        self._tok = tokenizer
+        self.ids: list[int] = list(context)
+        self._prefix = 0
+        self._read = len(self.ids)
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        head = self._decode(self.ids[self._prefix : self._read])
+        full = self._decode(self.ids[self._prefix :])
+        if len(full) <= len(head) or full.endswith("\ufffd"):
+            return ""
+        self._prefix, self._read = self._read, len(self.ids)
+        return full[len(head) :]
+
+    def flush(self) -> str:
+        """Whatever is held back (an incomplete character), as it decodes now."""
+        head = self._decode(self.ids[self._prefix : self._read])
+        full = self._decode(self.ids[self._prefix :])
+        self._prefix = self._read = len(self.ids)
+        return full[len(head) :]
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return str(self._tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+
+
+class StopMatcher:
+    """Finds stop strings in a branch's text and says how much text must wait."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = tuple(stops)
+        self.longest = max((len(s) for s in self.stops), default=0)
+
+    def find(self, text: str, new_chars: int) -> int:
+        """Where the earliest stop string that ends in the last ``new_chars`` characters begins, or -1."""
+        if not self.stops:
+            return -1
+        start = max(0, len(text) - new_chars - self.longest + 1)
+        hits = [i for i in (text.find(s, start) for s in self.stops) if i >= 0]
+        return min(hits, default=-1)
+
+    def held(self, text: str) -> int:
+        """Characters at the end of ``text`` that could begin a stop string (so are not released yet)."""
+        for k in range(min(self.longest - 1, len(text)), 0, -1):
+            tail = text[-k:]
+            if any(s.startswith(tail) for s in self.stops):
+                return k
+        return 0
+
+
+# --------------------------------------------------------------------------- sampling helpers
+
+
+def sampling_weights(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Unnormalised sampling weights per row, after temperature, top-k and top-p.
+
+    Returns ``(weights, ids)``: with a filter, ``weights`` covers only the
+    candidate words and ``ids`` maps its columns to word ids; without one,
+    ``weights`` spans the whole vocabulary and ``ids`` is None.
+    """
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    vocab = probs.shape[-1]
+    if top_k <= 0 and top_p >= 1.0:
+        return probs, None
+    k = min(top_k if top_k > 0 else NUCLEUS_PROBE, vocab)
+    values, ids = torch.topk(probs, k, dim=-1)  # sorted, most likely first
+    if top_k <= 0 and k < vocab and bool((values.sum(-1) < top_p).any()):
+        values, ids = torch.sort(probs, dim=-1, descending=True)  # nucleus wider than the probe
+    if top_p < 1.0:
+        total = values.sum(-1, keepdim=True) if top_k > 0 else 1.0  # top-p applies after top-k renormalises
+        before = (values.cumsum(-1) - values) / total
+        values = values.masked_fill(before >= top_p, 0.0)
+    return values, ids
+
+
+def draw(weights: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """One column per row, drawn in proportion to ``weights`` with one uniform number from that row's generator.
+
+    Inverse-CDF sampling in two levels (blocks, then words within the chosen
+    block) so a 262k vocabulary needs no full-length cumulative sum.
+    """
+    rows, width = weights.shape
+    uniforms = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])
+    block = SAMPLE_BLOCK if width > SAMPLE_BLOCK else width
+    padded = torch.nn.functional.pad(weights, (0, (-width) % block))
+    blocks = padded.view(rows, -1, block)
+    sums = blocks.sum(-1, dtype=torch.float64)
+    cdf = sums.cumsum(-1)
+    target = uniforms.to(cdf.device) * cdf[:, -1]
+    chosen = torch.searchsorted(cdf, target.unsqueeze(1), right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)
+    row_ids = torch.arange(rows, device=weights.device)
+    inner = blocks[row_ids, chosen].double()
+    rest = target - (cdf[row_ids, chosen] - sums[row_ids, chosen])
+    within = torch.searchsorted(inner.cumsum(-1), rest.unsqueeze(1), right=True).squeeze(1)
+    last_positive = block - 1 - (inner > 0).flip(-1).int().argmax(-1)  # never land on a masked word
+    return chosen * block + torch.minimum(within, last_positive)
+
+
+def choose_tokens(
+    logits: torch.Tensor, options: SamplingOptions, generators: Sequence[torch.Generator]
+) -> torch.Tensor:
+    """One token id per row: greedy at temperature 0, else drawn with that row's own generator."""
+    if options.temperature == 0:
+        return logits.argmax(dim=-1)
+    weights, ids = sampling_weights(logits, options.temperature, options.top_k, options.top_p)
+    picked = draw(weights, generators)
+    if ids is None:
+        return picked
+    return ids.gather(1, picked.unsqueeze(1)).squeeze(1)
+
+
+# --------------------------------------------------------------------------- cache
+
+
+class _Buffer:
+    """Key and value rows of one layer, appended into spare capacity instead of re-copied each step."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        self.k, self.v = keys, values  # [batch, heads, capacity, dim]
+        self.start = self.end = 0
+
+    def append(self, keys: torch.Tensor, values: torch.Tensor, keep: int | None) -> None:
+        """Add ``keys``/``values``; ``keep`` = how many recent positions must stay (None = all)."""
+        new = keys.shape[-2]
+        if self.end + new > self.k.shape[-2]:
+            self._make_room(new, keep)
+        self.k[:, :, self.end : self.end + new] = keys
+        self.v[:, :, self.end : self.end + new] = values
+        self.end += new
+
+    def _make_room(self, new: int, keep: int | None) -> None:
+        """Move the positions still needed to the front, into a bigger buffer if they do not fit."""
+        held = self.end - self.start if keep is None else min(keep, self.end - self.start)
+        k = self.k[:, :, self.end - held : self.end]
+        v = self.v[:, :, self.end - held : self.end]
+        need = held + new
+        if need + need // 4 > self.k.shape[-2]:
+            self.k, self.v = _with_room(k, need), _with_room(v, need)
+        else:  # enough room once compacted; clone because source and target may overlap
+            self.k[:, :, :held] = k.clone()
+            self.v[:, :, :held] = v.clone()
+        self.start, self.end = 0, held
+
+    def view(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last ``length`` positions."""
+        return self.k[:, :, self.end - length : self.end], self.v[:, :, self.end - length : self.end]
+
+    def select(self, rows: torch.Tensor | None, repeats: int = 1) -> None:
+        """Keep batch rows ``rows``, or repeat each row ``repeats`` times."""
+        k, v = self.k[:, :, self.start : self.end], self.v[:, :, self.start : self.end]
+        if rows is not None:
+            k, v = k[rows], v[rows]
+        else:
+            k, v = k.repeat_interleave(repeats, dim=0), v.repeat_interleave(repeats, dim=0)
+        self.k, self.v = _with_room(k, k.shape[-2]), _with_room(v, v.shape[-2])
+        self.start, self.end = 0, k.shape[-2]
+
+
+def _with_room(t: torch.Tensor, need: int) -> torch.Tensor:
+    """A new [batch, heads, capacity, dim] buffer starting with ``t``, with room for ``need`` positions and more."""
+    capacity = need + max(GROW_MIN, need // 4)
+    out = t.new_empty((*t.shape[:2], capacity, t.shape[3]))
+    out[:, :, : t.shape[2]] = t
+    return out
+
+
+class GrowingLayer(DynamicLayer):
+    """A full-attention cache layer that appends in place (amortised) rather than concatenating every step."""
+
+    buf: _Buffer | None = None
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.buf is None:
+            self.lazy_initialization(key_states, value_states)
+            self.buf = _Buffer(_with_room(key_states[:, :, :0], 0), _with_room(value_states[:, :, :0], 0))
+        self.buf.append(key_states, value_states, None)
+        self.keys, self.values = self.buf.view(self.buf.end - self.buf.start)
+        return self.keys, self.values
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.buf is not None:
+            self.buf.select(None, repeats)
+            self.keys, self.values = self.buf.view(self.buf.end)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.buf is not None:
+            self.buf.select(indices)
+            self.keys, self.values = self.buf.view(self.buf.end)
+
+
+class GrowingSlidingLayer(DynamicSlidingWindowLayer):
+    """A sliding-window cache layer with the same visible behaviour as transformers', without per-step copies."""
+
+    buf: _Buffer | None = None
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.buf is None:
+            self.lazy_initialization(key_states, value_states)
+            self.buf = _Buffer(_with_room(key_states[:, :, :0], 0), _with_room(value_states[:, :, :0], 0))
+        window = self.sliding_window - 1
+        seen = min(self.buf.end - self.buf.start, window)
+        new = key_states.shape[-2]
+        self.cumulative_length += new
+        self.buf.append(key_states, value_states, window)
+        self.buf.start = max(self.buf.start, self.buf.end - window)
+        self.keys, self.values = self.buf.view(self.buf.end - self.buf.start)
+        return self.buf.view(seen + new)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.buf is not None:
+            self.buf.select(None, repeats)
+            self.keys, self.values = self.buf.view(self.buf.end)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.buf is not None:
+            self.buf.select(indices)
+            self.keys, self.values = self.buf.view(self.buf.end)
+
+
+def new_cache(config: Any) -> DynamicCache:
+    """A DynamicCache for ``config`` whose plain layers append in place; other layer kinds stay stock."""
+    cache = DynamicCache(config=config)
+    for i, layer in enumerate(cache.layers):
+        if type(layer) is DynamicLayer:
+            cache.layers[i] = GrowingLayer()
+        elif type(layer) is DynamicSlidingWindowLayer:
+            cache.layers[i] = GrowingSlidingLayer(sliding_window=layer.sliding_window)
+    return cache
+
+
+# --------------------------------------------------------------------------- branches
+
+
+@dataclasses.dataclass
+class _Branch:
+    """One continuation being written."""
+
+    index: int
+    generator: torch.Generator
+    detok: IncrementalDetokenizer
+    text: str = ""  # decoded so far, including what is held back
+    released: int = 0  # characters of ``text`` already handed out in tokens
+    tokens: list[Token] = dataclasses.field(default_factory=list)
+    finish_reason: str | None = None
+
+    def continuation(self) -> Continuation:
+        body = "".join(t.text for t in self.tokens)
+        return Continuation(text=body, tokens=self.tokens, finish_reason=self.finish_reason or "length")
+
+
+@dataclasses.dataclass
+class _Encoded:
+    ids: list[int]
+    truncated_tokens: int = 0
+    truncated_chars: int = 0
+
+
+@dataclasses.dataclass
+class _StepView:
+    """What one step produced for the rows still in the batch."""
+
+    chosen: list[int]
+    logprobs: list[float]
+    alt_ids: list[list[int]]
+    alt_logprobs: list[list[float]]
+
+
+# --------------------------------------------------------------------------- the sampler
+
+
+class LocalSampler(Sampler):
+    """Samples with a local transformers model; see the module docstring for how N branches share work."""
+
+    capabilities = Capabilities(streams=True, logprobs=True, max_n=MAX_N)
+
+    def __init__(self, model_path: str | Path, device: str = "auto", threads: int = 0) -> None:
+        path = Path(model_path)
+        if not (path / "config.json").is_file():
+            raise ModelUnavailable(
+                f"no model folder at {path}: use model.path = \"default\" or a folder with config.json; "
+                "ambient never downloads models"
+            )
+        self.path = path
+        self.name = path.name
+        self.device = _pick_device(device)
+        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        if self.device.type == "cpu":
+            torch.set_num_threads(threads if threads > 0 else (os.cpu_count() or 1))
+        self._lock = threading.Lock()
+        self.tokenizer, self.model = _load(path, self.device, self.dtype)
+        self.eos_token_ids: frozenset[int] = _eos_ids(self.tokenizer, self.model)
+        head = self.model.get_output_embeddings()
+        self._head_weight: torch.Tensor = head.weight
+        self._head_bias: torch.Tensor | None = getattr(head, "bias", None)
+        self._packed_head = pack_weights(self._head_weight, self._head_bias)
+        self.packed_layers = pack_linear_layers(self.model) if self.device.type == "cpu" else 0
+        self._alt_text: dict[int, str] = {}
+        self._anchor: list[int] = self.tokenizer.encode("a", add_special_tokens=False)[-1:]
+
+    @classmethod
+    def from_config(cls, config: Any) -> LocalSampler:
+        """Build from :class:`ambient.config.Config` (prepares the default model if needed)."""
+        path = models.resolve_model_path(config)
+        return cls(path, device=config.model.device, threads=config.model.threads)
+
+    @property
+    def context_length(self) -> int:
+        cap = GPU_CONTEXT_CAP if self.device.type == "cuda" else CPU_CONTEXT_CAP
+        declared = int(getattr(self.model.config, "max_position_embeddings", 0) or cap)
+        return min(declared, cap)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model is fed for ``text``, its begin-of-text marker included."""
+        return len(self.tokenizer(text)["input_ids"])
+
+    def close(self) -> None:
+        with self._lock:
+            self.model = None
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ generate
+
+    def generate(
+        self,
+        prompt: str,
+        options: SamplingOptions,
+        on_token: OnToken | None = None,
+        cancel: threading.Event | None = None,
+    ) -> SampleResult:
+        options = options.validate()
+        if not prompt:
+            raise InvalidInput("the prompt is empty: give some text to continue")
+        if self.model is None:
+            raise ModelUnavailable("this sampler was closed: create a new one")
+        with self._lock, torch.inference_mode():
+            return self._generate(prompt, options, on_token, cancel)
+
+    def _generate(
+        self, prompt: str, options: SamplingOptions, on_token: OnToken | None, cancel: threading.Event | None
+    ) -> SampleResult:
+        enc = self._encode(prompt, options.max_tokens)
+        seed = options.seed if options.seed is not None else secrets.randbits(31)
+        branches = self._branches(enc.ids, options.n, seed)
+        t0 = time.perf_counter()
+        cache, logits = self._prefill(enc.ids)
+        t1 = time.perf_counter()
+        steps = self._decode_loop(cache, logits, branches, options, on_token, cancel)
+        t2 = time.perf_counter()
+        meta = {
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "prefill_s": round(t1 - t0, 4),
+            "decode_s": round(t2 - t1, 4),
+            "decode_steps": steps,
+            "seed": seed,
+        }
+        return SampleResult(
+            continuations=[b.continuation() for b in branches],
+            model=self.name,
+            prompt_tokens=len(enc.ids),
+            truncated_tokens=enc.truncated_tokens,
+            truncated_chars=enc.truncated_chars,
+            meta=meta,
+        )
+
+    def _encode(self, prompt: str, max_tokens: int) -> _Encoded:
+        """Prompt ids, cut from the left (after the leading special tokens) to leave room for ``max_tokens``."""
+        enc = self.tokenizer(prompt, return_offsets_mapping=True, return_special_tokens_mask=True)
+        ids: list[int] = list(enc["input_ids"])
+        special: list[int] = list(enc["special_tokens_mask"])
+        offsets: list[tuple[int, int]] = [tuple(o) for o in enc["offset_mapping"]]
+        lead = 0
+        while lead < len(ids) and special[lead]:
+            lead += 1
+        end = len(ids)
+        while end > lead and special[end - 1]:  # never feed a trailing end-of-text marker
+            end -= 1
+        budget = max(1, self.context_length - max_tokens - lead)
+        start = max(lead, end - budget)
+        if start >= end:
+            raise InvalidInput("the prompt has no text tokens: give some text to continue")
+        kept = ids[:lead] + ids[start:end]
+        cut_chars = offsets[start][0] if start > lead else 0
+        return _Encoded(kept, truncated_tokens=start - lead, truncated_chars=cut_chars)
+
+    def _branches(self, prompt_ids: list[int], n: int, seed: int) -> list[_Branch]:
+        context = prompt_ids[-DETOK_CONTEXT:]
+        return [
+            _Branch(
+                index=i,
+                generator=torch.Generator().manual_seed(seed + i),
+                detok=IncrementalDetokenizer(self.tokenizer, context),
+            )
+            for i in range(n)
+        ]
+
+    def _forward(self, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+        """Run ``ids`` (batch × len) through the model; logits of each row's last position only.
+
+        The decoder body runs on every position; the output layer only on the
+        last one, as one matrix product of the weights by the hidden states.
+        """
+        body = self.model.base_model(input_ids=ids, cache=cache, use_cache=True)
+        hidden = body.last_hidden_state[:, -1, :]
+        if self._packed_head is not None:
+            logits = self._packed_head(hidden)
+        else:
+            logits = torch.mm(self._head_weight, hidden.t()).t().contiguous()
+            if self._head_bias is not None:
+                logits += self._head_bias
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def _prefill(self, prompt_ids: list[int]) -> tuple[DynamicCache, torch.Tensor]:
+        """One pass over the prompt (batch 1, in chunks); the cache and the last position's logits."""
+        cache = new_cache(self.model.config)
+        ids = torch.tensor([prompt_ids], device=self.device)
+        logits = torch.empty(0)
+        for start in range(0, ids.shape[1], PREFILL_CHUNK):
+            logits = self._forward(ids[:, start : start + PREFILL_CHUNK], cache)
+        return cache, logits
+
+    def _decode_loop(
+        self,
+        cache: DynamicCache,
+        logits: torch.Tensor,
+        branches: list[_Branch],
+        options: SamplingOptions,
+        on_token: OnToken | None,
+        cancel: threading.Event | None,
+    ) -> int:
+        """Decode all branches together, one batched step per token; returns the number of steps."""
+        if len(branches) > 1:
+            cache.batch_repeat_interleave(len(branches))
+        logits = logits.expand(len(branches), -1)
+        active = list(branches)
+        stops = StopMatcher(options.stop)
+        steps = 0
+        for step in range(options.max_tokens):
+            if cancel is not None and cancel.is_set():
+                for b in active:
+                    b.finish_reason = "cancelled"
+                break
+            view = self._step_view(logits, active, options)
+            steps += 1
+            last = step == options.max_tokens - 1
+            keep = [i for i, b in enumerate(active) if not self._advance(b, view, i, stops, last, on_token)]
+            if not keep:
+                break
+            next_ids = torch.tensor([[view.chosen[i]] for i in keep], device=self.device)
+            if len(keep) < len(active):
+                cache.batch_select_indices(torch.tensor(keep, device=self.device))
+                active = [active[i] for i in keep]
+            logits = self._forward(next_ids, cache)
+        return steps
+
+    def _step_view(self, logits: torch.Tensor, active: list[_Branch], options: SamplingOptions) -> _StepView:
+        """Choose each active row's token; its logprob and the top alternatives (temperature-1 model)."""
+        chosen = choose_tokens(logits, options, [b.generator for b in active])
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        picked = logprobs.gather(1, chosen.unsqueeze(1)).squeeze(1)
+        if options.top_logprobs > 0:
+            top = torch.topk(logprobs, options.top_logprobs, dim=-1)
+            alt_ids, alt_lps = top.indices.tolist(), top.values.tolist()
+        else:
+            alt_ids, alt_lps = [[] for _ in active], [[] for _ in active]
+        return _StepView(chosen.tolist(), picked.tolist(), alt_ids, alt_lps)
+
+    def _advance(
+        self, b: _Branch, view: _StepView, row: int, stops: StopMatcher, last: bool, on_token: OnToken | None
+    ) -> bool:
+        """Add row ``row``'s token to branch ``b``; True when the branch is finished."""
+        token_id = view.chosen[row]
+        eos = token_id in self.eos_token_ids
+        new = "" if eos else b.detok.push(token_id)
+        if last and not eos:
+            new += b.detok.flush()
+        b.text += new
+        cut = stops.find(b.text, len(new))
+        if cut >= 0:
+            b.text, b.finish_reason = b.text[:cut], "stop"
+        elif eos:
+            b.finish_reason = "stop"
+        elif last:
+            b.finish_reason = "length"
+        end = len(b.text) if b.finish_reason else len(b.text) - stops.held(b.text)
+        release = b.text[b.released : max(end, b.released)]
+        b.released = max(end, b.released)
+        if not eos or release:  # an end-of-text token is recorded only to hand out held-back text
+            self._emit(b, view, row, release, on_token)
+        return b.finish_reason is not None
+
+    def _emit(self, b: _Branch, view: _StepView, row: int, text: str, on_token: OnToken | None) -> None:
+        alts = tuple(
+            TokenAlt(self._token_text(i), lp) for i, lp in zip(view.alt_ids[row], view.alt_logprobs[row])
+        )
+        token = Token(text=text, logprob=view.logprobs[row], top=alts)
+        b.tokens.append(token)
+        if on_token is not None:
+            on_token(b.index, token)
+
+    def _token_text(self, token_id: int) -> str:
+        """A word's own text, as it reads after other text (leading space kept)."""
+        text = self._alt_text.get(token_id)
+        if text is None:
+            text = _standalone_text(self.tokenizer, self._anchor, token_id)
+            self._alt_text[token_id] = text
+        return text
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelUnavailable(f"model.device = {device!r} but no CUDA GPU is visible: use \"auto\" or \"cpu\"")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ModelUnavailable(f"model.device = {device!r} is not known: use \"auto\", \"cpu\" or \"cuda\"")
+    return torch.device(device)
+
+
+def _load(path: Path, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailable(
+            f"cannot load the model in {path} ({exc}): check the folder, or use model.path = \"default\""
+        ) from exc
+    model.to(device)
+    model.eval()
+    return tokenizer, model
+
+
+class PackedLinear(torch.nn.Module):
+    """A linear layer whose weights are packed as float16 for FBGEMM's AVX2 kernels (float32 maths).
+
+    Used on CPU only, and only for weights that float16 holds exactly (a
+    model stored in bf16 or quantised always is), so results match float32
+    weights up to summation order. It reads half the bytes per step and avoids
+    the slow generic BLAS path some CPUs get.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        b = None if bias is None else bias.detach().float()
+        self.packed = torch.ops.quantized.linear_prepack_fp16(weight.detach().float(), b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.quantized.linear_dynamic_fp16(x, self.packed)  # type: ignore[no-any-return]
+
+
+def pack_weights(weight: torch.Tensor, bias: torch.Tensor | None = None) -> PackedLinear | None:
+    """A :class:`PackedLinear` for ``weight`` if float16 holds it exactly and FBGEMM is there, else None."""
+    if weight.device.type != "cpu" or weight.dtype != torch.float32 or weight.dim() != 2:
+        return None
+    if not hasattr(torch.ops.quantized, "linear_prepack_fp16"):
+        return None
+    if not torch.equal(weight.half().float(), weight):
+        return None
+    try:
+        return PackedLinear(weight, bias)
+    except RuntimeError:  # a build of torch without FBGEMM
+        return None
+
+
+def pack_linear_layers(model: torch.nn.Module) -> int:
+    """Swap the decoder's ``nn.Linear`` layers for :class:`PackedLinear` where exact; how many were swapped."""
+    head = model.get_output_embeddings()  # type: ignore[operator]
+    swaps: list[tuple[torch.nn.Module, str, PackedLinear]] = []
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, torch.nn.Linear) and child is not head:
+                packed = pack_weights(child.weight, child.bias)
+                if packed is not None:
+                    swaps.append((parent, name, packed))
+    for parent, name, packed in swaps:
+        setattr(parent, name, packed)
+    return len(swaps)
+
+
+def _eos_ids(tokenizer: Any, model: Any) -> frozenset[int]:
+    found: set[int] = set()
+    for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(value, int):
+            found.add(value)
+        elif isinstance(value, list | tuple):
+            found.update(int(v) for v in value)
+    return frozenset(found)
+
+
+def _standalone_text(tokenizer: Any, anchor: list[int], token_id: int) -> str:
+    """Decode one id as it reads after other text: some tokenizers drop a leading space at the start."""
+    head = tokenizer.decode(anchor, skip_special_tokens=False)
+    full = tokenizer.decode(anchor + [token_id], skip_special_tokens=False)
+    return str(full[len(head) :] if full.startswith(head) else tokenizer.decode([token_id]))

@@ -1,0 +1,157 @@
+"""Loading, supervising and unloading sources (integrations).
+
+A source named ``NAME`` lives in ``integrations/NAME/__init__.py`` and exposes
+``SOURCE``. The built-in manual source goes through the same registry as any
+other. Each source configured under ``[sources.NAME]`` is built with its typed
+options, set up (a failure is reported in one line and the source skipped),
+run under a supervisor that restarts it with backoff when it crashes, and
+unloaded at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import importlib
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ambient.config import parse_section
+from ambient.errors import AmbientError, ConfigError
+from ambient.sources import Hub, Source
+
+_LOGGER = logging.getLogger(__name__)
+
+PACKAGE = "integrations"
+BUILTIN_SOURCES = ("manual",)
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def load_source_class(name: str) -> type[Source]:
+    """The ``SOURCE`` class of ``integrations/<name>/``."""
+    if not _NAME.fullmatch(name):
+        raise ConfigError(f"[sources.{name}]: a source name is lower-case letters, digits and '_'")
+    module_name = f"{PACKAGE}.{name}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name not in (module_name, PACKAGE):
+            raise ConfigError(f"source {name!r} needs the package {exc.name!r}: install it") from exc
+        raise ConfigError(
+            f"unknown source [sources.{name}]: there is no integrations/{name}/; "
+            "remove the table or check its spelling"
+        ) from None
+    cls = getattr(module, "SOURCE", None)
+    if not (isinstance(cls, type) and issubclass(cls, Source)):
+        raise ConfigError(
+            f"integrations/{name}/ does not expose SOURCE, a subclass of ambient.sources.Source"
+        )
+    return cls
+
+
+@dataclasses.dataclass
+class _Running:
+    source: Source
+    task: asyncio.Task[None]
+    state: str = "running"  # running, restarting, stopped
+    restarts: int = 0
+    last_error: str = ""
+
+
+class SourceHost:
+    """Starts the configured sources for a hub and keeps them running."""
+
+    backoff_initial = 1.0
+    backoff_max = 60.0
+
+    def __init__(self, hub: Hub, tables: Mapping[str, Mapping[str, Any]]) -> None:
+        self.hub = hub
+        self.tables = tables
+        self.running: dict[str, _Running] = {}
+        self.problems: dict[str, str] = {}  # name -> one line: why it is not running
+
+    def names(self) -> list[str]:
+        return list(dict.fromkeys([*BUILTIN_SOURCES, *self.tables]))
+
+    async def start(self) -> None:
+        for name in self.names():
+            await self._start_one(name)
+
+    async def _start_one(self, name: str) -> None:
+        try:
+            cls = load_source_class(name)
+            options = parse_section(cls.options_class, self.tables.get(name, {}), f"sources.{name}")
+            enabled, why = cls.enabled(options)
+            if not enabled:
+                self._report(name, f"off: {why}" if why else "off")
+                return
+            source = cls(self.hub, options)
+            await source.setup()
+        except AmbientError as exc:
+            self._report(name, str(exc))
+            return
+        except Exception as exc:  # a broken integration must not stop the daemon
+            _LOGGER.exception("source %s failed to set up", name)
+            self._report(name, f"setup crashed ({type(exc).__name__}: {exc})")
+            return
+        task = asyncio.get_running_loop().create_task(self._supervise(name, source), name=f"source-{name}")
+        self.running[name] = _Running(source, task)
+
+    def _report(self, name: str, message: str) -> None:
+        self.problems[name] = message
+        _LOGGER.warning("source %s is not running: %s", name, message)
+
+    async def _supervise(self, name: str, source: Source) -> None:
+        delay = self.backoff_initial
+        while True:
+            try:
+                await source.run()
+                self.running[name].state = "stopped"
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                entry = self.running[name]
+                entry.state, entry.restarts = "restarting", entry.restarts + 1
+                entry.last_error = f"{type(exc).__name__}: {exc}"
+                _LOGGER.warning("source %s crashed (%s); restarting in %.1f s", name, entry.last_error, delay)
+            await asyncio.sleep(delay)
+            self.running[name].state = "running"
+            delay = min(delay * 2, self.backoff_max)
+
+    def get(self, name: str) -> Source | None:
+        entry = self.running.get(name)
+        return entry.source if entry is not None else None
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Cancel every source's run() and unload it."""
+        entries = list(self.running.items())
+        for _, entry in entries:
+            entry.task.cancel()
+        await asyncio.gather(*(e.task for _, e in entries), return_exceptions=True)
+        for name, entry in entries:
+            entry.state = "stopped"
+            try:
+                await asyncio.wait_for(entry.source.unload(), timeout)
+            except Exception as exc:
+                _LOGGER.warning("source %s did not unload cleanly: %s", name, exc)
+        self.running.clear()
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name, entry in self.running.items():
+            detail: dict[str, Any] = {}
+            with contextlib.suppress(Exception):
+                detail = entry.source.status()
+            out[name] = {
+                "state": entry.state,
+                "restarts": entry.restarts,
+                "last_error": entry.last_error,
+                "detail": detail,
+            }
+        for name, message in self.problems.items():
+            out[name] = {"state": "failed", "restarts": 0, "last_error": message, "detail": {}}
+        return out

@@ -1,0 +1,846 @@
+// ambient web UI: a Loom in the browser. Vanilla JS, no build step, nothing from the internet.
+// The page is opened once with ?token=…; the daemon then sets an HttpOnly cookie that every
+// fetch and the WebSocket carry.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+
+// ------------------------------------------------------------------ state
+const S = {
+  trees: [],
+  treeId: null,
+  tree: null,
+  nodes: new Map(), // id -> node (no tokens)
+  kids: new Map(), // parent id -> [child ids], in order
+  details: new Map(), // id -> node with tokens and provenance
+  offers: new Map(), // offer id -> offer
+  streams: new Map(), // offer id -> {parent_id, tree_id, n, branches: [[token]], provenance}
+  sel: null,
+  lastChild: new Map(),
+  panelFor: null, // node id shown in the provenance panel
+  showPruned: false,
+  heat: localStorage.getItem("ambient.heat") !== "0",
+  auto: localStorage.getItem("ambient.auto") !== "0",
+};
+const tokenOf = new WeakMap(); // token <span> -> token
+
+// -------------------------------------------------------------------- API
+async function api(method, path, body) {
+  const init = { method, credentials: "same-origin", headers: {} };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
+  let data = {};
+  try {
+    data = await response.json();
+  } catch (_) {
+    /* not JSON */
+  }
+  if (!response.ok) throw new Error(data.error || `${response.status} ${response.statusText}`);
+  return data;
+}
+
+function toast(message, isError = false) {
+  const el = $("#toast");
+  el.textContent = message;
+  el.classList.toggle("error", isError);
+  el.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => (el.hidden = true), isError ? 6000 : 2500);
+}
+
+async function attempt(fn) {
+  try {
+    return await fn();
+  } catch (err) {
+    toast(err.message, true);
+    return undefined;
+  }
+}
+
+// ------------------------------------------------------------------- data
+function putNode(node) {
+  const known = S.nodes.get(node.id);
+  S.nodes.set(node.id, { ...node, tokens: undefined, provenance: undefined });
+  if (!known && node.parent_id) {
+    const list = S.kids.get(node.parent_id) || [];
+    if (!list.includes(node.id)) list.push(node.id);
+    S.kids.set(node.parent_id, list);
+  }
+  if (node.tokens !== undefined) S.details.set(node.id, node);
+  else if (S.details.has(node.id)) S.details.set(node.id, { ...S.details.get(node.id), ...node, tokens: S.details.get(node.id).tokens, provenance: S.details.get(node.id).provenance });
+}
+
+function children(id, includePruned = S.showPruned) {
+  return (S.kids.get(id) || []).map((k) => S.nodes.get(k)).filter((n) => n && (includePruned || n.status !== "pruned"));
+}
+
+function ancestry(id) {
+  const path = [];
+  let node = S.nodes.get(id);
+  while (node) {
+    path.unshift(node);
+    node = node.parent_id ? S.nodes.get(node.parent_id) : null;
+  }
+  return path;
+}
+
+function defaultNode() {
+  // Follow the picked branch from the root, most recent pick first.
+  let node = S.nodes.get(S.tree.root_id);
+  for (;;) {
+    const picked = children(node.id, false).filter((c) => c.status === "picked");
+    if (!picked.length) return node.id;
+    node = picked.reduce((a, b) => (b.updated_at > a.updated_at ? b : a));
+  }
+}
+
+async function loadTrees() {
+  const data = await api("GET", "/api/trees");
+  S.trees = data.trees;
+  renderTreeSelect();
+}
+
+async function openTree(treeId, nodeId) {
+  const data = await api("GET", `/api/trees/${encodeURIComponent(treeId)}`);
+  S.treeId = treeId;
+  S.tree = data.tree;
+  S.nodes.clear();
+  S.kids.clear();
+  S.details.clear();
+  S.offers.clear();
+  S.lastChild.clear();
+  data.nodes.forEach(putNode);
+  data.offers.forEach((o) => S.offers.set(o.id, o));
+  $("#empty").hidden = true;
+  $("#doc").hidden = false;
+  renderTreeSelect();
+  await select(nodeId && S.nodes.has(nodeId) ? nodeId : defaultNode());
+}
+
+async function refreshTree() {
+  if (!S.treeId) return;
+  const data = await api("GET", `/api/trees/${encodeURIComponent(S.treeId)}`);
+  S.tree = data.tree;
+  data.nodes.forEach(putNode);
+  data.offers.forEach((o) => S.offers.set(o.id, o));
+  render();
+}
+
+async function fetchDetails(id) {
+  const data = await api("GET", `/api/nodes/${encodeURIComponent(id)}`);
+  S.details.set(id, { ...data.node, revisions: data.revisions });
+  putNode(data.node);
+  data.children.forEach((c) => putNode(c));
+  return data;
+}
+
+const fetching = new Set();
+function refetch(id) {
+  // Tokens of children that arrived without them (e.g. while the WebSocket was reconnecting).
+  if (fetching.has(id)) return;
+  fetching.add(id);
+  fetchDetails(id)
+    .then(scheduleRender)
+    .catch(() => null)
+    .finally(() => setTimeout(() => fetching.delete(id), 1000));
+}
+
+async function ensureDetails(id) {
+  const wanted = ancestry(id).map((n) => n.id).filter((k) => !S.details.has(k) && k !== id);
+  await Promise.all([fetchDetails(id), ...wanted.map((k) => fetchDetails(k).catch(() => null))]);
+}
+
+async function select(id) {
+  if (!S.nodes.has(id)) return;
+  S.sel = id;
+  const node = S.nodes.get(id);
+  if (node.parent_id) S.lastChild.set(node.parent_id, id);
+  history.replaceState(null, "", `#t=${S.treeId}&n=${id}`);
+  if (S.panelFor !== null) S.panelFor = id;
+  render();
+  await attempt(() => ensureDetails(id));
+  if (S.sel === id) render();
+}
+
+// ----------------------------------------------------------------- render
+let renderQueued = false;
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => {
+    renderQueued = false;
+    render();
+  });
+}
+
+function render() {
+  if (!S.tree || !S.sel) return;
+  renderTreeNav();
+  renderPath();
+  renderOffers();
+  renderBookmarks();
+  renderPanel();
+  renderActivity();
+}
+
+function el(tag, className, text) {
+  const e = document.createElement(tag);
+  if (className) e.className = className;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function preview(text, width = 46) {
+  const flat = text.replace(/\s+/g, " ").trim();
+  if (!flat) return "∅";
+  return flat.length > width ? flat.slice(0, width - 1) + "…" : flat;
+}
+
+function renderTreeSelect() {
+  const select = $("#tree-select");
+  select.replaceChildren();
+  for (const t of S.trees) {
+    const option = el("option", "", preview(t.title || "untitled", 40));
+    option.value = t.id;
+    select.append(option);
+  }
+  if (S.treeId) select.value = S.treeId;
+  select.hidden = S.trees.length === 0;
+}
+
+function renderTreeNav() {
+  const onPath = new Set(ancestry(S.sel).map((n) => n.id));
+  const build = (node) => {
+    const wrap = el("div");
+    const row = el("div", `tn ${node.status}`);
+    row.dataset.id = node.id;
+    if (onPath.has(node.id)) row.classList.add("on-path");
+    if (node.id === S.sel) row.classList.add("sel");
+    const dot = el("span", `dot ${node.status} ${node.author.kind}`);
+    row.append(dot, el("span", "tn-text", preview(node.text)));
+    if (node.bookmarked) row.append(el("span", "star", "★"));
+    wrap.append(row);
+    const kids = children(node.id);
+    const streaming = [...S.streams.values()].some((s) => s.parent_id === node.id);
+    if (streaming) row.append(el("span", "tn-more", "⋯"));
+    if (!kids.length) return wrap;
+    if (onPath.has(node.id)) {
+      const box = el("div", "tn-kids");
+      kids.forEach((k) => box.append(build(k)));
+      wrap.append(box);
+    } else {
+      row.append(el("span", "tn-more", `+${kids.length}`));
+    }
+    return wrap;
+  };
+  const root = S.nodes.get(S.tree.root_id);
+  $("#tree").replaceChildren(build(root));
+  const sel = $("#tree .tn.sel");
+  if (sel) sel.scrollIntoView({ block: "nearest" });
+}
+
+function tokenSpans(parent, tokens) {
+  for (const t of tokens) parent.append(tokenSpan(t));
+}
+
+function tokenSpan(t) {
+  const span = el("span", "tok", t.text);
+  if (typeof t.logprob === "number") span.style.setProperty("--a", (1 - Math.exp(t.logprob)).toFixed(3));
+  tokenOf.set(span, t);
+  return span;
+}
+
+function textInto(target, node) {
+  const detail = S.details.get(node.id);
+  const tokens = detail && detail.tokens;
+  const joined = tokens ? tokens.map((t) => t.text).join("") : null;
+  if (node.author.kind === "model" && tokens && joined === node.text) tokenSpans(target, tokens);
+  else target.textContent = node.text;
+}
+
+function renderPath() {
+  const box = $("#path");
+  box.classList.toggle("heat", S.heat);
+  box.replaceChildren();
+  for (const node of ancestry(S.sel)) {
+    const seg = el("span", `seg ${node.author.kind} status-${node.status}`);
+    seg.dataset.id = node.id;
+    seg.classList.add(node.id === S.sel ? "current" : "ancestor");
+    textInto(seg, node);
+    box.append(seg);
+  }
+  if ([...S.streams.values()].some((s) => s.parent_id === S.sel)) box.append(el("span", "caret"));
+  const current = box.querySelector(".seg.current");
+  if (current) current.scrollIntoView({ block: "nearest" });
+}
+
+function renderOffers() {
+  const box = $("#offers");
+  box.classList.toggle("heat", S.heat);
+  box.replaceChildren();
+  const kids = children(S.sel);
+  kids.forEach((node, i) => box.append(nodeCard(node, i)));
+  if (kids.some((k) => k.author.kind === "model" && !S.details.has(k.id))) refetch(S.sel);
+  let streams = 0;
+  for (const [offerId, stream] of S.streams) {
+    if (stream.parent_id !== S.sel) continue;
+    stream.branches.forEach((tokens, b) => box.append(streamCard(offerId, b, tokens)));
+    streams++;
+  }
+  if (!kids.length && !streams) box.append(el("div", "none", "No continuations here yet: press r for an offer, or write your own below."));
+  $("#offers-hint").textContent = kids.length ? "click or press 1–9 to pick · hover a word for alternatives" : "";
+}
+
+function nodeCard(node, i) {
+  const offer = node.offer_id ? S.offers.get(node.offer_id) : null;
+  const card = el("div", `card ${node.status}`);
+  if (offer && offer.state === "failed") card.classList.add("failed");
+  card.dataset.id = node.id;
+  card.tabIndex = 0;
+  const head = el("div", "card-head");
+  if (i < 9) head.append(el("kbd", "", String(i + 1)));
+  const who = node.author.kind === "model" ? `model${node.author.name ? " · " + node.author.name : ""}` : "you";
+  head.append(el("span", "", who));
+  if (node.meta && node.meta.edited_from) head.append(el("span", "", "· edited"));
+  if (offer && offer.state !== "done") head.append(el("span", "", `· ${offer.state}`));
+  if (node.bookmarked) head.append(el("span", "star", "★"));
+  const text = el("div", "card-text");
+  textInto(text, node);
+  const actions = el("div", "card-actions");
+  for (const [act, label, title] of [
+    ["pick", "Pick", "Pick this continuation"],
+    ["edit", "✎", "Edit (a new human node; the original is kept)"],
+    ["bookmark", "★", "Bookmark"],
+    ["prune", "✕", node.status === "pruned" ? "Unprune" : "Prune"],
+    ["provenance", "¶", "Provenance"],
+  ]) {
+    const b = el("button", "", label);
+    b.dataset.act = act;
+    b.title = title;
+    actions.append(b);
+  }
+  card.append(head, text, actions);
+  return card;
+}
+
+function streamCard(offerId, branch, tokens) {
+  const card = el("div", "card streaming");
+  card.dataset.offer = offerId;
+  card.dataset.branch = String(branch);
+  const head = el("div", "card-head");
+  head.append(el("span", "pulse"), el("span", "", "sampling…"));
+  const text = el("div", "card-text");
+  text.dataset.stream = `${offerId}:${branch}`;
+  tokenSpans(text, tokens);
+  card.append(head, text);
+  return card;
+}
+
+function renderBookmarks() {
+  const list = $("#bookmarks");
+  list.replaceChildren();
+  const marked = [...S.nodes.values()].filter((n) => n.bookmarked);
+  if (!marked.length) list.append(el("li", "none", "none yet (b)"));
+  for (const n of marked) {
+    const li = el("li", "", "★ " + preview(n.text, 40));
+    li.dataset.id = n.id;
+    list.append(li);
+  }
+}
+
+function renderActivity() {
+  const count = S.streams.size;
+  $("#activity").hidden = count === 0;
+  $("#activity-text").textContent = count > 1 ? `sampling ${count} offers` : "sampling";
+}
+
+// -------------------------------------------------------------- provenance
+function renderPanel() {
+  const panel = $("#panel");
+  panel.hidden = S.panelFor === null;
+  if (S.panelFor === null) return;
+  const node = S.details.get(S.panelFor) || S.nodes.get(S.panelFor);
+  const box = $("#provenance");
+  box.replaceChildren();
+  if (!node) return;
+  const offer = node.offer_id ? S.offers.get(node.offer_id) : null;
+  box.append(el("div", "quote", preview(node.text, 240)));
+  const facts = [
+    ["node", node.id.slice(0, 12)],
+    ["written by", node.author.kind === "model" ? `model ${node.author.name}` : "a person"],
+    ["status", node.status + (node.bookmarked ? " · ★" : "")],
+  ];
+  if (node.meta && node.meta.edited_from) facts.push(["edited from", node.meta.edited_from.slice(0, 12)]);
+  if (node.meta && node.meta.finish_reason) facts.push(["finished by", node.meta.finish_reason]);
+  if (offer) facts.push(["offer", `${offer.id.slice(0, 12)} · ${offer.state}${offer.error ? " · " + offer.error : ""}`]);
+  box.append(el("h3", "", "Node"), dl(facts));
+  const settings = node.author.settings;
+  if (settings) {
+    const keys = ["n", "temperature", "top_p", "top_k", "max_tokens", "seed", "stop"];
+    box.append(el("h3", "", "Sampling"), dl(keys.filter((k) => k in settings).map((k) => [k, JSON.stringify(settings[k])])));
+  }
+  const prov = node.provenance;
+  if (prov) renderPrompt(box, prov);
+  else if (node.author.kind === "model") box.append(el("p", "hint", "loading…"));
+  else box.append(el("p", "hint", "Written by a person: no prompt went into it."));
+  if (node.revisions && node.revisions.length) {
+    box.append(el("h3", "", "Earlier versions"));
+    for (const r of node.revisions) box.append(el("div", "quote", preview(r.text, 200)));
+  }
+}
+
+function renderPrompt(box, prov) {
+  const src = prov.source || {};
+  const chars = src.chars || [0, 0];
+  const facts = [
+    ["budget", `${prov.budget} tokens`],
+    ["source", `${src.kind || "?"}${src.key ? " · " + src.key : ""}`],
+    ["source text", `${src.tokens} tokens, ${chars[1]} chars`],
+  ];
+  if (chars[0]) facts.push(["cut", `${chars[0]} chars from the left`]);
+  if (prov.truncated_tokens) facts.push(["truncated", `${prov.truncated_tokens} tokens`]);
+  facts.push(["memory", String(prov.memory)]);
+  box.append(el("h3", "", "What went into the prompt"), dl(facts));
+  const retrieved = prov.retrieved || [];
+  box.append(el("h3", "", `Retrieved fragments (${retrieved.length})`));
+  if (!retrieved.length) box.append(el("p", "hint", "none"));
+  for (const f of retrieved) box.append(fragmentButton(f));
+  const cut = (prov.cut && prov.cut.fragments) || [];
+  if (cut.length) {
+    box.append(el("h3", "", `Left out for room (${cut.length})`));
+    for (const f of cut) box.append(fragmentButton(f));
+  }
+}
+
+function fragmentButton(f) {
+  const b = el("button", "frag");
+  b.dataset.tree = f.tree_id;
+  b.dataset.node = f.node_id;
+  const text = el("span", "", f.node_id.slice(0, 12));
+  b.append(text, el("span", "meta", `score ${Number(f.score).toFixed(3)} · ${f.tokens} tokens`));
+  api("GET", `/api/nodes/${encodeURIComponent(f.node_id)}`)
+    .then((d) => (text.textContent = preview(d.node.text, 160)))
+    .catch(() => (text.textContent = "(no longer in the store)"));
+  return b;
+}
+
+function dl(pairs) {
+  const list = el("dl");
+  for (const [k, v] of pairs) list.append(el("dt", "", k), el("dd", "", v));
+  return list;
+}
+
+// --------------------------------------------------------------- token card
+function showTokenCard(span) {
+  const t = tokenOf.get(span);
+  const card = $("#tokencard");
+  if (!t || typeof t.logprob !== "number") return;
+  card.replaceChildren();
+  card.append(el("div", "tc-tok", JSON.stringify(t.text)));
+  card.append(el("div", "tc-p", `p = ${(Math.exp(t.logprob) * 100).toFixed(1)}%   logprob ${t.logprob.toFixed(3)}`));
+  for (const alt of t.top || []) {
+    const p = Math.exp(alt.logprob);
+    const row = el("div", `alt${alt.text === t.text ? " chosen" : ""}`);
+    const label = el("span", "alt-text", JSON.stringify(alt.text));
+    const bar = el("span", "bar");
+    bar.style.width = `${Math.max(2, p * 100).toFixed(1)}%`;
+    label.prepend(bar);
+    row.append(label, el("span", "alt-p", `${(p * 100).toFixed(1)}%`));
+    card.append(row);
+  }
+  const r = span.getBoundingClientRect();
+  card.hidden = false;
+  const w = card.offsetWidth;
+  const h = card.offsetHeight;
+  card.style.left = `${Math.min(window.innerWidth - w - 8, Math.max(8, r.left))}px`;
+  card.style.top = `${r.bottom + 6 + h > window.innerHeight ? r.top - h - 6 : r.bottom + 6}px`;
+}
+
+// ---------------------------------------------------------------- actions
+function currentNode() {
+  return S.nodes.get(S.sel);
+}
+
+async function pick(id) {
+  const data = await attempt(() => api("POST", `/api/nodes/${encodeURIComponent(id)}/pick`));
+  if (!data) return;
+  for (const pid of data.path) {
+    const n = S.nodes.get(pid);
+    if (n) S.nodes.set(pid, { ...n, status: "picked" });
+  }
+  putNode(data.node);
+  const offering = S.auto && !children(id, true).length ? regenerate(id) : null;
+  await select(id);
+  await offering;
+}
+
+async function pickIndex(i) {
+  const kids = children(S.sel);
+  if (i < kids.length) await pick(kids[i].id);
+}
+
+async function regenerate(id = S.sel) {
+  await attempt(() => api("POST", `/api/nodes/${encodeURIComponent(id)}/regenerate`, {}));
+}
+
+async function toggleBookmark(id = S.sel) {
+  const node = S.nodes.get(id);
+  const data = await attempt(() => api("POST", `/api/nodes/${encodeURIComponent(id)}/bookmark`, { on: !node.bookmarked }));
+  if (data) {
+    putNode(data.node);
+    render();
+  }
+}
+
+async function prune(id = S.sel) {
+  const node = S.nodes.get(id);
+  if (!node || !node.parent_id) return toast("the root cannot be pruned", true);
+  const undo = node.status === "pruned";
+  const data = await attempt(() => api("POST", `/api/nodes/${encodeURIComponent(id)}/prune`, { pruned: !undo }));
+  if (!data) return;
+  putNode(data.node);
+  if (id === S.sel && !undo && !S.showPruned) await select(node.parent_id);
+  else render();
+}
+
+let editing = null;
+function openEdit(id = S.sel) {
+  const node = S.nodes.get(id);
+  if (!node) return;
+  editing = id;
+  $("#edit-text").value = node.text;
+  $("#edit-note").textContent =
+    node.author.kind === "model" && node.parent_id
+      ? "Model text is kept: your edit becomes a new node of yours beside it, and is picked."
+      : "Your own text: the earlier version is kept as a revision.";
+  $("#edit-dialog").showModal();
+  $("#edit-text").focus();
+}
+
+async function saveEdit() {
+  const text = $("#edit-text").value;
+  const data = await attempt(() => api("POST", `/api/nodes/${encodeURIComponent(editing)}/edit`, { text }));
+  if (!data) return;
+  $("#edit-dialog").close();
+  putNode(data.node);
+  S.details.delete(data.node.id);
+  const offering = data.created && S.auto ? regenerate(data.node.id) : null;
+  await select(data.node.id);
+  await offering;
+}
+
+async function newDocument(text, title = "") {
+  if (!text.trim()) return toast("type or paste some text first", true);
+  const data = await attempt(() => api("POST", "/api/trees", { text, title }));
+  if (!data) return false;
+  await loadTrees();
+  await openTree(data.tree.id, data.root.id);
+  return true;
+}
+
+async function compose() {
+  const box = $("#compose");
+  const text = box.value;
+  if (!text.trim()) return;
+  const data = await attempt(() => api("POST", `/api/nodes/${encodeURIComponent(S.sel)}/children`, { text, offer: S.auto }));
+  if (!data) return;
+  box.value = "";
+  putNode(data.node);
+  await select(data.node.id);
+}
+
+function toggleProvenance(id = S.sel) {
+  S.panelFor = S.panelFor === id ? null : id;
+  if (S.panelFor && !S.details.has(S.panelFor)) attempt(() => fetchDetails(S.panelFor)).then(scheduleRender);
+  render();
+}
+
+function move(kind) {
+  const node = currentNode();
+  if (!node) return;
+  if (kind === "parent" && node.parent_id) return select(node.parent_id);
+  if (kind === "child") {
+    const kids = children(node.id);
+    const remembered = S.lastChild.get(node.id);
+    const next = kids.find((k) => k.id === remembered) || kids.find((k) => k.status === "picked") || kids[0];
+    if (next) return select(next.id);
+  }
+  if ((kind === "prev" || kind === "next") && node.parent_id) {
+    const sibs = children(node.parent_id, S.showPruned || node.status === "pruned");
+    const i = sibs.findIndex((s) => s.id === node.id) + (kind === "next" ? 1 : -1);
+    if (i >= 0 && i < sibs.length) return select(sibs[i].id);
+  }
+  return undefined;
+}
+
+// ---------------------------------------------------------------- search
+async function search(query) {
+  const box = $("#search-results");
+  box.hidden = false;
+  box.replaceChildren(el("div", "search-empty", "searching…"));
+  let data;
+  try {
+    data = await api("GET", `/api/search?q=${encodeURIComponent(query)}&k=8`);
+  } catch (err) {
+    box.replaceChildren(el("div", "search-empty", err.message));
+    return;
+  }
+  box.replaceChildren();
+  if (!data.results.length) box.append(el("div", "search-empty", "nothing close in meaning yet"));
+  for (const r of data.results) {
+    const b = el("button", "result");
+    b.dataset.tree = r.tree_id;
+    b.dataset.node = r.node_id;
+    b.append(el("span", "snippet", preview(r.text, 180)));
+    b.append(el("span", "meta", `${r.tree_title || "untitled"} · ${r.status || ""} · score ${r.score.toFixed(3)}`));
+    box.append(b);
+  }
+}
+
+async function openNode(treeId, nodeId) {
+  $("#search-results").hidden = true;
+  if (treeId === S.treeId && S.nodes.has(nodeId)) return select(nodeId);
+  await attempt(() => openTree(treeId, nodeId));
+  return undefined;
+}
+
+// --------------------------------------------------------------- live events
+const handlers = {
+  hello() {},
+  offer_started(d) {
+    S.streams.set(d.offer_id, { ...d, branches: Array.from({ length: d.n }, () => []) });
+    if (d.tree_id === S.treeId) scheduleRender();
+    else renderActivity();
+  },
+  token(d) {
+    const stream = S.streams.get(d.offer_id);
+    if (!stream) return;
+    stream.branches[d.branch].push(d);
+    const target = document.querySelector(`[data-stream="${d.offer_id}:${d.branch}"]`);
+    if (target) target.append(tokenSpan(d));
+  },
+  offer_done(d) {
+    finishStream(d);
+  },
+  offer_failed(d) {
+    toast(`sampling failed: ${d.error}`, true);
+    finishStream(d);
+  },
+  picked(d) {
+    if (d.node.tree_id !== S.treeId) return;
+    for (const id of d.path || [d.node.id]) {
+      const n = S.nodes.get(id);
+      if (n) S.nodes.set(id, { ...n, status: "picked" });
+    }
+    putNode(d.node);
+    scheduleRender();
+  },
+  node_created(d) {
+    if (d.node.tree_id === S.treeId) {
+      putNode(d.node);
+      scheduleRender();
+    } else if (!S.trees.some((t) => t.id === d.node.tree_id)) {
+      loadTrees().catch(() => null);
+    }
+  },
+  node_updated(d) {
+    if (d.node.tree_id !== S.treeId) return;
+    putNode(d.node);
+    scheduleRender();
+  },
+};
+
+function finishStream(d) {
+  if (d.offer_id || (d.offer && d.offer.id)) S.streams.delete(d.offer_id || d.offer.id);
+  if (d.offer) S.offers.set(d.offer.id, d.offer);
+  if (d.offer && d.offer.tree_id === S.treeId) (d.nodes || []).forEach(putNode);
+  scheduleRender();
+}
+
+let socket = null;
+let retry = 500;
+function connect() {
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  socket = new WebSocket(`${proto}://${location.host}/api/events`);
+  const conn = $("#conn");
+  socket.onopen = () => {
+    retry = 500;
+    conn.className = "conn on";
+    conn.title = "connected";
+    S.streams.clear();
+    refreshTree().catch(() => null);
+  };
+  socket.onmessage = (msg) => {
+    const event = JSON.parse(msg.data);
+    const handle = handlers[event.type];
+    if (handle) handle(event.data);
+  };
+  socket.onclose = () => {
+    conn.className = "conn off";
+    conn.title = "disconnected: reconnecting…";
+    setTimeout(connect, retry);
+    retry = Math.min(retry * 2, 10000);
+  };
+}
+
+// ---------------------------------------------------------------- wiring
+function typing(target) {
+  return target instanceof HTMLElement && (target.matches("input, textarea, select") || target.isContentEditable);
+}
+
+const KEYS = {
+  ArrowUp: () => move("parent"),
+  k: () => move("parent"),
+  ArrowDown: () => move("child"),
+  j: () => move("child"),
+  ArrowLeft: () => move("prev"),
+  h: () => move("prev"),
+  ArrowRight: () => move("next"),
+  l: () => move("next"),
+  r: () => regenerate(),
+  b: () => toggleBookmark(),
+  x: () => prune(),
+  e: () => openEdit(),
+  p: () => toggleProvenance(),
+  n: () => openNew(),
+  "?": () => $("#help-dialog").showModal(),
+  "/": () => $("#search").focus(),
+};
+
+function onKey(e) {
+  if (e.ctrlKey && e.key === "Enter") {
+    if (e.target.id === "compose") compose();
+    else if (e.target.id === "first-text") newDocument($("#first-text").value);
+    else if (e.target.id === "new-text") submitNew();
+    else if (e.target.id === "edit-text") saveEdit();
+    return;
+  }
+  if (e.key === "Escape") {
+    $("#search-results").hidden = true;
+    if (typing(e.target)) e.target.blur();
+    return;
+  }
+  if (typing(e.target) || e.altKey || e.ctrlKey || e.metaKey || document.querySelector("dialog[open]")) return;
+  if (!S.tree && e.key !== "/" && e.key !== "n" && e.key !== "?") return;
+  if (/^[1-9]$/.test(e.key)) {
+    e.preventDefault();
+    pickIndex(Number(e.key) - 1);
+    return;
+  }
+  const action = KEYS[e.key];
+  if (action) {
+    e.preventDefault();
+    action();
+  }
+}
+
+function openNew() {
+  $("#new-text").value = "";
+  $("#new-title").value = "";
+  $("#new-dialog").showModal();
+  $("#new-text").focus();
+}
+
+async function submitNew() {
+  if (await newDocument($("#new-text").value, $("#new-title").value)) $("#new-dialog").close();
+}
+
+function onClick(e) {
+  const target = e.target instanceof Element ? e.target : null;
+  if (!target) return;
+  const closer = target.closest("[data-close]");
+  if (closer) return closer.closest("dialog").close();
+  const frag = target.closest(".frag, .result");
+  if (frag) return openNode(frag.dataset.tree, frag.dataset.node);
+  if (!target.closest(".search")) $("#search-results").hidden = true;
+  const button = target.closest("button[data-act]");
+  const card = target.closest(".card[data-id]");
+  const id = card ? card.dataset.id : S.sel;
+  if (button) return act(button.dataset.act, id);
+  if (card) return pick(card.dataset.id);
+  const seg = target.closest(".seg, .tn, .bookmarks li");
+  if (seg && seg.dataset.id) return select(seg.dataset.id);
+  return undefined;
+}
+
+function act(action, id) {
+  const actions = {
+    pick: () => pick(id),
+    edit: () => openEdit(id),
+    bookmark: () => toggleBookmark(id),
+    prune: () => prune(id),
+    provenance: () => toggleProvenance(id),
+    regenerate: () => regenerate(id),
+  };
+  return actions[action] && actions[action]();
+}
+
+function setTheme(theme) {
+  document.documentElement.dataset.theme = theme;
+  localStorage.setItem("ambient.theme", theme);
+}
+
+function wire() {
+  document.addEventListener("keydown", onKey);
+  document.addEventListener("click", onClick);
+  document.addEventListener("mouseover", (e) => {
+    const span = e.target instanceof Element ? e.target.closest(".heat .tok") : null;
+    if (span) showTokenCard(span);
+    else $("#tokencard").hidden = true;
+  });
+  $("#tree-select").addEventListener("change", (e) => attempt(() => openTree(e.target.value)));
+  $("#new-doc").addEventListener("click", openNew);
+  $("#new-go").addEventListener("click", submitNew);
+  $("#edit-go").addEventListener("click", saveEdit);
+  $("#first-go").addEventListener("click", () => newDocument($("#first-text").value));
+  $("#compose-go").addEventListener("click", compose);
+  $("#panel-close").addEventListener("click", () => toggleProvenance(S.panelFor));
+  $("#help-btn").addEventListener("click", () => $("#help-dialog").showModal());
+  $("#theme").addEventListener("click", () => setTheme(document.documentElement.dataset.theme === "dark" ? "light" : "dark"));
+  $("#search").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && e.target.value.trim()) search(e.target.value.trim());
+  });
+  $("#show-pruned").addEventListener("change", (e) => {
+    S.showPruned = e.target.checked;
+    render();
+  });
+  const heat = $("#heat");
+  heat.checked = S.heat;
+  heat.addEventListener("change", (e) => {
+    S.heat = e.target.checked;
+    localStorage.setItem("ambient.heat", S.heat ? "1" : "0");
+    render();
+  });
+  const auto = $("#auto");
+  auto.checked = S.auto;
+  auto.addEventListener("change", (e) => {
+    S.auto = e.target.checked;
+    localStorage.setItem("ambient.auto", S.auto ? "1" : "0");
+  });
+}
+
+async function start() {
+  const dark = window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
+  setTheme(localStorage.getItem("ambient.theme") || (dark ? "dark" : "light"));
+  wire();
+  const hash = new URLSearchParams(location.hash.slice(1));
+  try {
+    await loadTrees();
+  } catch (err) {
+    toast(err.message, true);
+    return;
+  }
+  const wanted = hash.get("t");
+  if (wanted && S.trees.some((t) => t.id === wanted)) await attempt(() => openTree(wanted, hash.get("n")));
+  else if (S.trees.length) await attempt(() => openTree(S.trees[0].id));
+  else {
+    $("#empty").hidden = false;
+    $("#first-text").focus();
+  }
+  connect();
+}
+
+document.addEventListener("DOMContentLoaded", start);

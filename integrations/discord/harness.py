@@ -1,0 +1,494 @@
+"""An offline Discord for the tests and ``ambient bench discord``: dpytest, extended.
+
+dpytest fakes Discord's gateway and HTTP API for message flows. This module
+adds what the bot needs beyond that, always at the HTTP edge:
+
+* threads (``start_thread_with_message``), refusing without Create Public Threads;
+* the components a message was sent with, kept on the stored message, so a
+  button click carries them as Discord's would;
+* stand-in interactions: real :class:`discord.Interaction` objects parsed
+  from gateway payloads and dispatched through discord.py's own command tree
+  and view store; only their HTTP replies (defer, ephemeral answers) are
+  recorded instead of sent;
+* injected failures: a 429 rate limit or a dropped connection on the next sends.
+
+Needs the dev requirements (dpytest). Nothing here reaches the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import discord
+import discord.ext.test as dpytest
+from discord.ext.test import backend, factories
+
+from ambient.app import App
+from ambient.offers import make_offer, options_from
+from ambient.sources import SourceEvent
+from ambient.tree import Offer
+from integrations.discord.bot import COMMAND, CONTEXT_MENU, AmbientBot, default_intents
+
+T = TypeVar("T")
+
+BOT_PERMISSIONS = discord.Permissions(
+    view_channel=True,
+    send_messages=True,
+    read_message_history=True,
+    create_public_threads=True,
+    send_messages_in_threads=True,
+    embed_links=True,
+    attach_files=True,
+    add_reactions=True,
+)
+
+
+def intents() -> discord.Intents:
+    """The bot's intents plus the member cache, which dpytest needs to know the bot's own member.
+
+    (On Discord the bot learns its member from GUILD_CREATE without that privileged intent.)
+    """
+    wanted = default_intents()
+    wanted.members = True
+    return wanted
+
+
+class LocalHub:
+    """A small Hub over a real App: samples in a worker thread, keeps what it was asked."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.events: list[SourceEvent] = []
+        self.published: list[tuple[str, dict[str, Any]]] = []
+        self._callbacks: list[Callable[[Offer], Any]] = []
+        self._model = asyncio.Lock()  # one sampling at a time, like the daemon
+
+    async def submit(self, event: SourceEvent) -> None:
+        await self.offer_now(event)
+
+    async def offer_now(self, event: SourceEvent) -> Offer:
+        self.events.append(event)
+        options = options_from(
+            self.app.config.sampling, n=event.n, temperature=event.temperature, max_tokens=event.max_tokens
+        )
+        work = functools.partial(
+            make_offer,
+            self.app,
+            event.parent_id,
+            options,
+            source={"kind": event.source, "key": event.key, **event.meta},
+            source_text=event.text,
+            use_memory=self.app.config.memory.enabled,
+        )
+        async with self._model:
+            outcome = await self.run_blocking(work)
+        self.publish("offer_done", {"offer": outcome.offer.as_dict()})
+        for callback in self._callbacks:
+            result = callback(outcome.offer)
+            if asyncio.iscoroutine(result):
+                await result
+        return outcome.offer
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(fn, *args)
+
+    def publish(self, kind: str, data: dict[str, Any]) -> None:
+        self.published.append((kind, data))
+
+    def on_offer(self, callback: Callable[[Offer], Any]) -> None:
+        self._callbacks.append(callback)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sent:
+    """A message the bot sent through the HTTP API."""
+
+    at: float  # time.perf_counter()
+    channel_id: int
+    message_id: int
+    content: str
+    custom_ids: tuple[str, ...]
+    allowed_mentions: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    """An answer to an interaction (not a channel message unless ``ephemeral`` is False)."""
+
+    at: float
+    kind: str  # "defer", "message", "followup"
+    content: str | None
+    ephemeral: bool
+
+
+class FakeResponse:
+    """Enough of an aiohttp response for discord.HTTPException."""
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers or {}
+
+
+def http_error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> Exception:
+    """The exception discord.py raises for this HTTP answer."""
+    response = FakeResponse(status, message, headers)
+    data = {"code": code, "message": message}
+    kind = {403: discord.Forbidden, 404: discord.NotFound}.get(status, discord.HTTPException)
+    error: Exception = kind(response, data)
+    return error
+
+
+class _StandInResponse:
+    def __init__(self, interaction: StandInInteraction) -> None:
+        self._interaction = interaction
+        self._done = False
+
+    def is_done(self) -> bool:
+        return self._done
+
+    async def defer(self, *, ephemeral: bool = False, thinking: bool = False) -> None:
+        self._acknowledge()
+        self._interaction.replies.append(Reply(time.perf_counter(), "defer", None, ephemeral))
+
+    async def send_message(
+        self, content: str | None = None, *, ephemeral: bool = False, **kwargs: Any
+    ) -> None:
+        self._acknowledge()
+        self._interaction.replies.append(Reply(time.perf_counter(), "message", content, ephemeral))
+        if not ephemeral:
+            await self._interaction.channel.send(content, **kwargs)
+
+    def _acknowledge(self) -> None:
+        if self._done:
+            raise discord.InteractionResponded(self._interaction)
+        self._done = True
+
+
+class _StandInFollowup:
+    def __init__(self, interaction: StandInInteraction) -> None:
+        self._interaction = interaction
+
+    async def send(self, content: str | None = None, *, ephemeral: bool = False, **kwargs: Any) -> Any:
+        if not self._interaction.response.is_done():
+            raise RuntimeError("a followup needs the interaction acknowledged first")
+        self._interaction.replies.append(Reply(time.perf_counter(), "followup", content, ephemeral))
+        if not ephemeral:
+            return await self._interaction.channel.send(content, **kwargs)
+        return None
+
+
+class StandInInteraction(discord.Interaction):  # type: ignore[misc]
+    """A real Interaction parsed from a gateway payload; its HTTP replies are recorded, not sent."""
+
+    def __init__(self, *, data: dict[str, Any], state: Any) -> None:
+        super().__init__(data=data, state=state)
+        self.created = time.perf_counter()
+        self.replies: list[Reply] = []
+        self._standin_response = _StandInResponse(self)
+        self._standin_followup = _StandInFollowup(self)
+
+    @property
+    def response(self) -> Any:
+        return self._standin_response
+
+    @property
+    def followup(self) -> Any:
+        return self._standin_followup
+
+    def texts(self) -> list[str]:
+        return [r.content for r in self.replies if r.content]
+
+
+class OfflineDiscord:
+    """One fake server, its channels and members, around an :class:`AmbientBot`."""
+
+    def __init__(self, bot: AmbientBot) -> None:
+        self.bot = bot
+        self.sent: list[Sent] = []
+        self.send_failures: list[Exception] = []
+
+    async def start(
+        self,
+        channels: tuple[str, ...] = ("general", "random"),
+        members: tuple[str, ...] = ("Alice", "Bob", "Carol"),
+        bot_permissions: discord.Permissions = BOT_PERMISSIONS,
+    ) -> None:
+        bot = self.bot
+        await bot._async_setup_hook()
+        dpytest.configure(bot, text_channels=list(channels), voice_channels=0, members=list(members))
+        self.state._command_tree = bot.tree  # dpytest swaps the state: route app commands like the gateway
+        self.state.loop = asyncio.get_running_loop()  # dpytest leaves it unset (typing indicators need it)
+        self._patch_http()
+        role = backend.make_role("ambient-bot", self.guild, permissions=bot_permissions.value)
+        backend.update_member(self.guild.me, roles=[role])
+        for channel in self.guild.text_channels:  # dpytest's history fails on a channel nobody spoke in
+            backend._cur_config.messages.setdefault(channel.id, [])
+        await bot.setup_hook()
+
+    async def stop(self) -> None:
+        """Finish background work, empty dpytest's queues and close the bot."""
+        await self.bot.wait_idle()
+        await dpytest.empty_queue()
+        self.bot.ws = None  # dpytest's fake gateway has no socket to close
+        await self.bot.close()
+
+    # --------------------------------------------------------------- world
+    @property
+    def state(self) -> Any:
+        return backend.get_state()
+
+    @property
+    def guild(self) -> discord.Guild:
+        return dpytest.get_config().guilds[0]
+
+    def channel(self, name: str) -> discord.TextChannel:
+        found = discord.utils.get(self.guild.text_channels, name=name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def member(self, name: str) -> discord.Member:
+        for member in dpytest.get_config().members:
+            if member.name == name:
+                return member
+        raise KeyError(name)
+
+    def thread(self, thread_id: int) -> discord.Thread:
+        found = self.guild.get_thread(thread_id)
+        if found is None:
+            raise KeyError(thread_id)
+        return found
+
+    async def say(self, content: str, channel: Any, member: str = "Alice", attachments: Any = None) -> Any:
+        """A person posts ``content`` (the bot sees it through the gateway)."""
+        message = await dpytest.message(
+            content, channel=channel, member=self.member(member), attachments=attachments
+        )
+        await self.bot.wait_idle()
+        return message
+
+    async def reply(self, content: str, to: Any, member: str = "Alice") -> Any:
+        """A person replies to the message ``to`` (a reply carries a message reference)."""
+        channel = to.channel
+        data = factories.make_message_dict(
+            channel, self.member(member), content=content, type=19, guild_id=channel.guild.id
+        )
+        data["message_reference"] = {
+            "message_id": str(to.id),
+            "channel_id": str(channel.id),
+            "guild_id": str(channel.guild.id),
+        }
+        self.state.parse_message_create(data)
+        backend._cur_config.messages.setdefault(channel.id, []).append(data)
+        await dpytest.run_all_events()
+        await self.bot.wait_idle()
+        return self.state._get_message(data["id"])
+
+    async def say_embed(self, channel: Any, member: str, title: str) -> Any:
+        """A message with an embed and no text (as an app or a link preview posts)."""
+        message = backend.make_message("", self.member(member), channel, embeds=[discord.Embed(title=title)])
+        await dpytest.run_all_events()
+        await self.bot.wait_idle()
+        return message
+
+    def sent_in(self, channel: Any) -> list[Sent]:
+        return [s for s in self.sent if s.channel_id == channel.id]
+
+    def raw_message(self, channel_id: int, message_id: int) -> dict[str, Any]:
+        for data in backend._cur_config.messages.get(channel_id, []):
+            if int(data["id"]) == message_id:
+                return dict(data)
+        raise KeyError(message_id)
+
+    async def deny_bot(self, channel: Any, **permissions: bool) -> None:
+        """Set a permission overwrite for the bot on ``channel`` (e.g. ``create_public_threads=False``).
+
+        (dpytest's own helper writes the overwrite type as a string, which discord.py 2 ignores.)
+        """
+        allow, deny = discord.PermissionOverwrite(**permissions).pair()
+        data = factories.dict_from_channel(channel)
+        me = {"id": str(self.guild.me.id), "type": 1, "allow": str(allow.value), "deny": str(deny.value)}
+        data["permission_overwrites"] = [me]
+        self.state.parse_channel_update(data)
+        await dpytest.run_all_events()
+
+    def rate_limit_next(self, times: int = 1, retry_after: float = 0.01) -> None:
+        headers = {"Retry-After": str(retry_after)}
+        self.send_failures += [
+            http_error(429, 0, "You are being rate limited.", headers) for _ in range(times)
+        ]
+
+    async def drop_gateway(self) -> None:
+        """The gateway connection drops and discord.py resumes the session."""
+        self.bot.dispatch("disconnect")
+        await dpytest.run_all_events()
+        self.bot.dispatch("resumed")
+        await dpytest.run_all_events()
+
+    # -------------------------------------------------------- interactions
+    async def slash(self, channel: Any, member: str = "Alice", **options: Any) -> StandInInteraction:
+        """``/continue`` with ``options`` (n=..., temperature=...), through the bot's command tree."""
+        data = {
+            "id": "1",
+            "name": COMMAND,
+            "type": 1,
+            "guild_id": str(self.guild.id),
+            "options": [
+                {"name": k, "type": 10 if isinstance(v, float) else 4, "value": v} for k, v in options.items()
+            ],
+        }
+        return await self._dispatch(self._payload(2, channel, member, data))
+
+    async def context_menu(self, message: Any, member: str = "Alice") -> StandInInteraction:
+        """The message menu "Continue from here" on ``message``."""
+        raw = self.raw_message(message.channel.id, message.id)
+        data = {
+            "id": "2",
+            "name": CONTEXT_MENU,
+            "type": 3,
+            "guild_id": str(self.guild.id),
+            "target_id": str(message.id),
+            "resolved": {"messages": {str(message.id): raw}},
+        }
+        return await self._dispatch(self._payload(2, message.channel, member, data))
+
+    async def click(self, sent: Sent, action: str, member: str = "Alice") -> StandInInteraction:
+        """Press the button ``action`` ("pick", "more", "branch") under a message the bot sent."""
+        custom_id = next(c for c in sent.custom_ids if c.startswith(f"ambient:{action}:"))
+        channel = self.bot.get_channel(sent.channel_id) or self.guild.get_thread(sent.channel_id)
+        raw = self.raw_message(sent.channel_id, sent.message_id)
+        data = {"custom_id": custom_id, "component_type": 2}
+        return await self._dispatch(self._payload(3, channel, member, data, message=raw))
+
+    def start_dispatch(self, payload: dict[str, Any]) -> StandInInteraction:
+        """Hand the interaction to discord.py as the gateway's INTERACTION_CREATE would."""
+        interaction = StandInInteraction(data=payload, state=self.state)
+        if payload["type"] == 2:
+            self.bot.tree._from_interaction(interaction)
+        elif payload["type"] == 3:
+            data = payload["data"]
+            self.state._view_store.dispatch_view(data["component_type"], data["custom_id"], interaction)
+        self.bot.dispatch("interaction", interaction)
+        return interaction
+
+    async def _dispatch(self, payload: dict[str, Any]) -> StandInInteraction:
+        before = asyncio.all_tasks()
+        interaction = self.start_dispatch(payload)
+        await asyncio.sleep(0)
+        started = asyncio.all_tasks() - before - {asyncio.current_task()}
+        await asyncio.gather(*started)
+        await self.bot.wait_idle()
+        await dpytest.run_all_events()
+        return interaction
+
+    def _payload(
+        self,
+        kind: int,
+        channel: Any,
+        member: str,
+        data: dict[str, Any],
+        message: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        person = self.member(member)
+        channel_data: dict[str, Any] = {"id": str(channel.id), "type": channel.type.value}
+        if isinstance(channel, discord.Thread):
+            channel_data["parent_id"] = str(channel.parent_id)
+        payload: dict[str, Any] = {
+            "id": str(factories.make_id()),
+            "application_id": str(self.bot.user.id),
+            "type": kind,
+            "token": "stand-in",
+            "version": 1,
+            "guild_id": str(self.guild.id),
+            "channel_id": str(channel.id),
+            "channel": channel_data,
+            "member": {
+                **factories.dict_from_member(person),
+                "permissions": str(channel.permissions_for(person).value),
+            },
+            "app_permissions": str(channel.permissions_for(self.guild.me).value),
+            "locale": "en-US",
+            "attachment_size_limit": 8_000_000,
+            "data": data,
+        }
+        if message is not None:
+            payload["message"] = message
+        return payload
+
+    # ---------------------------------------------------------- HTTP edge
+    def _patch_http(self) -> None:
+        http = self.bot.http
+        original_send = http.send_message
+
+        async def send_message(channel_id: int, *, params: Any) -> Any:
+            channel = backend._get_higher_locs(1).get("channel")  # noqa: F841 - dpytest reads it from this frame
+            if self.send_failures:
+                raise self.send_failures.pop(0)
+            data = await original_send(channel_id, params=params)
+            self._keep_components(int(channel_id), int(data["id"]), params.payload or {})
+            return data
+
+        http.send_message = send_message
+        http.start_thread_with_message = self._start_thread
+
+    def _keep_components(self, channel_id: int, message_id: int, payload: dict[str, Any]) -> None:
+        components = payload.get("components") or []
+        for data in backend._cur_config.messages.get(channel_id, []):
+            if int(data["id"]) == message_id:
+                data["components"] = components
+        custom_ids = tuple(
+            child["custom_id"]
+            for row in components
+            for child in row.get("components", [])
+            if "custom_id" in child
+        )
+        content = payload.get("content") or ""
+        mentions = payload.get("allowed_mentions")
+        self.sent.append(Sent(time.perf_counter(), channel_id, message_id, content, custom_ids, mentions))
+
+    async def _start_thread(
+        self,
+        channel_id: int,
+        message_id: int,
+        *,
+        name: str,
+        auto_archive_duration: int,
+        rate_limit_per_user: int | None = None,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        channel = self.bot.get_channel(int(channel_id))
+        perms = channel.permissions_for(channel.guild.me)
+        if not (perms.create_public_threads or perms.administrator):
+            raise http_error(403, 50013, "Missing Permissions")
+        if channel.guild.get_thread(int(message_id)) is not None:
+            raise http_error(400, 160004, "A thread has already been created for this message")
+        try:
+            self.raw_message(int(channel_id), int(message_id))
+        except KeyError:
+            raise http_error(404, 10008, "Unknown Message") from None
+        data = {
+            "id": str(message_id),
+            "guild_id": str(channel.guild.id),
+            "parent_id": str(channel_id),
+            "owner_id": str(self.bot.user.id),
+            "name": name,
+            "type": 11,
+            "message_count": 0,
+            "member_count": 1,
+            "rate_limit_per_user": rate_limit_per_user or 0,
+            "thread_metadata": {
+                "archived": False,
+                "auto_archive_duration": auto_archive_duration,
+                "archive_timestamp": discord.utils.utcnow().isoformat(),
+                "locked": False,
+            },
+        }
+        self.state.parse_thread_create(data)
+        backend._cur_config.messages.setdefault(int(message_id), [])
+        return data

@@ -1,0 +1,113 @@
+"""Sidecars: the current offers for a note, as a Markdown file a person can read in their editor.
+
+A sidecar lives under ``AMBIENT_HOME/sidecars/``, never in a watched folder::
+
+    AMBIENT_HOME/sidecars/<folder name>-<hash of the folder's path>/<path in the folder>.offers.md
+
+It is derived from the tree store (the source of truth) and rewritten
+atomically whenever an offer for the note finishes or one is accepted, so
+editing it changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from pathlib import Path
+
+from ambient.fsutil import write_atomic
+from ambient.store import TreeStore
+from ambient.tree import Action, Node, Offer, Tree
+from integrations.files.history import NoteHistory, is_note_tree, note_path_of
+from integrations.files.notes import line_col
+
+SIDECAR_DIR = "sidecars"
+SUFFIX = ".offers.md"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._ ()+,=@-]")
+PREVIEW = 80
+
+
+def sidecar_path(home: Path, folder: Path, note: Path) -> Path:
+    """Where the sidecar of ``note`` (inside the watched ``folder``) goes."""
+    digest = hashlib.sha256(str(folder).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    label = f"{_safe(folder.name) or 'root'}-{digest}"
+    parts = [_safe(p) or "_" for p in note.relative_to(folder).parts]
+    parts[-1] += SUFFIX
+    return home / SIDECAR_DIR / label / Path(*parts)
+
+
+def _safe(part: str) -> str:
+    return _UNSAFE.sub("_", part).lstrip(".")
+
+
+def rewrite(store: TreeStore, tree: Tree) -> Path | None:
+    """Rewrite the sidecar of a note's tree (if it has one); returns its path."""
+    where = tree.meta.get("sidecar")
+    if not where or not is_note_tree(tree):
+        return None
+    path = Path(where)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, render(store, tree))
+    return path
+
+
+def render(store: TreeStore, tree: Tree) -> str:
+    """The sidecar's Markdown: the offers made at the note's latest point."""
+    history = NoteHistory(store)
+    point, offers = history.current_offers(tree)
+    note = note_path_of(tree)
+    lines = [
+        f"# Offers for {Path(note).name}",
+        "",
+        f"Note: `{note}`",
+        "",
+        "_Written by ambient after each offer; edits here are overwritten. Take one into the note with "
+        "`ambient accept ID` or the Accept button in the web UI._",
+        "",
+    ]
+    if point is None or not offers:
+        return "\n".join([*lines, "No offers yet: save the note to get some.", ""])
+    lines += _point_lines(point, "".join(n.text for n in store.ancestry(point.id)))
+    accepted = _accepted_ids(store, offers)
+    number = 0
+    for offer in offers:
+        for node_id in offer.node_ids:
+            number += 1
+            lines += _node_lines(store.get_node(node_id), number, offer, node_id in accepted)
+    return "\n".join(lines)
+
+
+def _point_lines(point: Node, before: str) -> list[str]:
+    line, col = line_col(before, len(before))
+    where = f"line {line}, column {col}"
+    tail = before[-PREVIEW:].replace("\n", " ⏎ ")
+    stamp = dt.datetime.fromtimestamp(point.created_at).strftime("%Y-%m-%d %H:%M:%S")
+    return [
+        f"Version {point.meta.get('version', '?')} saved {stamp}; continuing at {where}, after:",
+        "",
+        f"> …{tail}",
+        "",
+    ]
+
+
+def _node_lines(node: Node, number: int, offer: Offer, accepted: bool) -> list[str]:
+    flags = []
+    if accepted:
+        flags.append("accepted")
+    if str(offer.state) != "done":
+        flags.append(str(offer.state))
+    if node.status == "pruned":
+        flags.append("pruned")
+    suffix = f" ({', '.join(flags)})" if flags else ""
+    body = [f"> {line}" if line else ">" for line in node.text.split("\n")]
+    return [f"## {number} · `{node.id[:12]}`{suffix}", "", *body, "", f"`ambient accept {node.id[:12]}`", ""]
+
+
+def _accepted_ids(store: TreeStore, offers: list[Offer]) -> set[str]:
+    found: set[str] = set()
+    for offer in offers:
+        for action in store.actions(offer.id):
+            if action["action"] == Action.ACCEPT and action["node_id"]:
+                found.add(str(action["node_id"]))
+    return found

@@ -1,0 +1,142 @@
+"""Bad input: empty and attachment-only messages, deletions, long histories, rate limits, lost connections."""
+
+from __future__ import annotations
+
+import discord
+
+from ambient.tree import Status
+from integrations.discord.branches import tree_source
+from tests.integrations.discord.conftest import World
+
+
+def lines_of(world: World, channel: discord.TextChannel) -> list[str]:
+    tree = world.store.find_tree(tree_source(channel.guild.id, channel.id))
+    nodes = [] if tree is None else world.store.tree_nodes(tree.id)[1:]
+    return [n.text for n in nodes if n.author.kind == "human"]
+
+
+async def test_attachments_and_embeds_without_text_are_kept_as_markers(world: World) -> None:
+    world.allow(listen_channels=("general",), channels=("general",))
+    general = world.discord.channel("general")
+    await world.discord.say("", general, "Alice", attachments=["/tmp/holiday.png"])
+    await world.discord.say_embed(general, "Bob", "Weather in Oslo")
+    await world.discord.say("   ", general, "Carol")  # nothing to say: not a line
+    assert lines_of(world, general) == [
+        "Alice_0_nick: [attachment: holiday.png]\n",
+        "Bob_1_nick: [embed: Weather in Oslo]\n",
+    ]
+    assert world.discord.sent == []
+
+
+async def test_deleted_messages_leave_the_context(world: World) -> None:
+    world.allow(listen_channels=("general",), channels=("general",))
+    general = world.discord.channel("general")
+    await world.discord.say("keep this", general, "Alice")
+    regret = await world.discord.say("my password is hunter2", general, "Bob")
+    await world.discord.say("and this", general, "Carol")
+    await regret.delete()
+    await world.bot.wait_idle()
+    await world.discord.say("!continue 1", general, "Alice")
+    prompt = world.sampler.prompts[-1]
+    assert "hunter2" not in prompt and prompt.startswith("Alice_0_nick: keep this\n")
+
+
+async def test_menu_on_a_message_deleted_meanwhile(world: World) -> None:
+    general = world.discord.channel("general")
+    await world.discord.say("something", general, "Alice")
+    gone = await world.discord.say("soon gone", general, "Bob")
+    raw = world.discord.raw_message(general.id, gone.id)
+    await gone.delete()
+    await world.bot.wait_idle()
+    payload = world.discord._payload(
+        2,
+        general,
+        "Carol",
+        {
+            "id": "2",
+            "name": "Continue from here",
+            "type": 3,
+            "guild_id": str(general.guild.id),
+            "target_id": str(gone.id),
+            "resolved": {"messages": {str(gone.id): raw}},
+        },
+    )
+    interaction = await world.discord._dispatch(payload)
+    assert "deleted" in (interaction.replies[-1].content or "")
+    assert world.discord.sent == [] and world.sampler.prompts == []
+    assert world.store.list_trees() == []  # nothing stored for a message that is gone
+
+
+async def test_a_very_long_history_is_cut_to_the_window(world: World) -> None:
+    world.allow(history_window=30)
+    general = world.discord.channel("general")
+    for i in range(300):
+        await world.discord.say(f"line {i}", general, ("Alice", "Bob")[i % 2])
+    await world.discord.say("!continue 1", general, "Carol")
+    prompt = world.sampler.prompts[-1]
+    assert prompt.count("\n") == 30
+    assert prompt.startswith("Alice_0_nick: line 270\n") and prompt.endswith("Bob_1_nick: line 299\n")
+    assert len(lines_of(world, general)) == 30  # only the window was stored
+
+
+async def test_rate_limits_are_waited_out(world: World) -> None:
+    general = world.discord.channel("general")
+    await world.discord.say("hello", general, "Alice")
+    world.discord.rate_limit_next(times=2)
+    interaction = await world.discord.slash(general, "Bob")
+    assert len(world.offers()) == 3
+    assert "3 continuations" in (interaction.replies[-1].content or "")
+
+
+async def test_a_rate_limit_that_lasts_is_reported(world: World) -> None:
+    general = world.discord.channel("general")
+    await world.discord.say("hello", general, "Alice")
+    world.discord.rate_limit_next(times=20)
+    interaction = await world.discord.slash(general, "Bob")
+    assert "rate-limiting" in (interaction.replies[-1].content or "")
+    assert interaction.replies[-1].ephemeral
+
+
+async def test_a_lost_connection_never_loses_a_pick(world: World) -> None:
+    general = world.discord.channel("general")
+    await world.discord.say("hello", general, "Alice")
+    await world.discord.slash(general, "Bob")
+    first, second = world.offers()[:2]
+    world.discord.send_failures.append(ConnectionResetError("gateway gone"))  # posting the pick fails
+    failed = await world.discord.click(first, "pick", "Bob")
+    assert "Picked and saved" in (failed.replies[-1].content or "")
+    assert world.node(first).status == Status.PICKED  # stored before anything was posted
+    await world.discord.drop_gateway()
+    await world.bot.wait_idle()
+    assert world.bot.disconnects == 1
+    assert world.node(first).status == Status.PICKED
+    again = await world.discord.click(first, "pick", "Bob")  # after the reconnect: posted now
+    assert "Picked" in (again.replies[-1].content or "")
+    assert world.discord.sent[-1].content == world.node(first).text.strip()
+    await world.discord.click(second, "pick", "Carol")
+    assert world.node(second).status == Status.PICKED
+
+
+async def test_a_failing_model_is_reported_not_fatal(world: World) -> None:
+    world.sampler.fail_after = 1
+    general = world.discord.channel("general")
+    await world.discord.say("hello", general, "Alice")
+    interaction = await world.discord.slash(general, "Bob")
+    assert "Something went wrong (RuntimeError)" in (interaction.replies[-1].content or "")
+    world.sampler.fail_after = None
+    interaction = await world.discord.slash(world.discord.thread(general.last_message_id or 0), "Bob")
+    assert len(world.offers()) == 3
+
+
+async def test_model_text_never_pings_anyone(world: World) -> None:
+    general = world.discord.channel("general")
+    await world.discord.say("@everyone look", general, "Alice")
+    await world.discord.slash(general, "Bob")
+    await world.discord.click(world.offers()[0], "pick", "Bob")
+    assert world.discord.sent
+    assert all(s.allowed_mentions == {"parse": []} for s in world.discord.sent)
+
+
+async def test_nothing_to_continue(world: World) -> None:
+    interaction = await world.discord.slash(world.discord.channel("general"), "Alice")
+    assert "nothing to continue" in (interaction.replies[-1].content or "")

@@ -1,0 +1,90 @@
+"""Options: parsing, checks that name the key and the fix, and who may use the bot where."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ambient.config import load_config
+from ambient.errors import ConfigError
+from integrations.discord.options import DiscordOptions
+
+
+def test_token_comes_from_the_environment_and_is_never_shown(tmp_path: Path) -> None:
+    config = load_config(env={"AMBIENT_HOME": str(tmp_path), "AMBIENT_DISCORD_TOKEN": "s3cret"})
+    options = DiscordOptions.from_config(config)
+    assert options.token == "s3cret"
+    assert "s3cret" not in repr(options)
+
+
+def test_table_from_toml(tmp_path: Path) -> None:
+    (tmp_path / "ambient.toml").write_text(
+        "[sources.discord]\nguilds = [1, 2]\nchannels = [10]\nlisten_channels = [10]\n"
+        'role = "Thinkers"\nhistory_window = 12\nn = 3\ntemperature = 0.7\n'
+    )
+    options = DiscordOptions.from_config(load_config(env={"AMBIENT_HOME": str(tmp_path)}))
+    assert options.guilds == (1, 2)
+    assert options.channels == options.listen_channels == (10,)
+    assert (options.role, options.history_window, options.n, options.temperature) == ("Thinkers", 12, 3, 0.7)
+    options.check()
+
+
+def test_ids_as_comma_separated_strings() -> None:
+    options = DiscordOptions.from_table({"guilds": "1,2", "channels": "3"})
+    assert options.guilds == (1, 2) and options.channels == (3,)
+
+
+def test_unknown_key_is_rejected_with_the_choices() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key 'sources.discord.chanels'.*channels"):
+        DiscordOptions.from_table({"chanels": [1]})
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (DiscordOptions(), "sources.discord.guilds is empty"),
+        (DiscordOptions(guilds=(1,), history_window=0), "history_window must be 1..200"),
+        (DiscordOptions(guilds=(1,), max_n=11), "max_n must be 1..10"),
+        (DiscordOptions(guilds=(1,), n=7), "n must be 0"),
+        (DiscordOptions(guilds=(1,), thread_archive_minutes=5), "thread_archive_minutes must be one of"),
+        (DiscordOptions(guilds=(1,), prefix=" "), "prefix is empty"),
+        (DiscordOptions(guilds=(1,), channels=(10,), listen_channels=(11,)), "11, which is not in"),
+    ],
+)
+def test_check_names_the_key(options: DiscordOptions, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        options.check()
+
+
+def test_allowlists() -> None:
+    options = DiscordOptions(guilds=(1,), channels=(10,), listen_channels=(10,))
+    assert options.allows_channel(1, 10)
+    assert options.allows_channel(1, 99, parent_id=10)  # a thread of an allowed channel
+    assert not options.allows_channel(1, 11)
+    assert not options.allows_channel(2, 10)  # another server
+    assert not options.allows_channel(None, 10)  # a direct message
+    assert options.listens(1, 10) and options.listens(1, 99, parent_id=10)
+    assert not options.listens(1, 11)
+
+
+def test_no_channel_list_means_every_channel_of_the_servers() -> None:
+    options = DiscordOptions(guilds=(1,))
+    assert options.allows_channel(1, 12345)
+    assert not options.listens(1, 12345)  # listening is opt-in
+
+
+def test_role_by_name_or_id() -> None:
+    assert DiscordOptions(guilds=(1,)).allows_roles([])
+    options = DiscordOptions(guilds=(1,), role="Thinkers")
+    assert options.allows_roles([(5, "thinkers")])
+    assert not options.allows_roles([(5, "Lurkers")])
+    assert DiscordOptions(guilds=(1,), role="5").allows_roles([(5, "Whatever")])
+
+
+def test_refusal_says_why() -> None:
+    options = DiscordOptions(guilds=(1,), channels=(10,), role="Thinkers")
+    assert options.refusal(1, 10, None, [(5, "Thinkers")]) is None
+    assert "direct messages" in (options.refusal(None, 10, None, []) or "")
+    assert "not enabled in this channel" in (options.refusal(1, 11, None, []) or "")
+    assert "role 'Thinkers'" in (options.refusal(1, 10, None, []) or "")

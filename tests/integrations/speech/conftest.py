@@ -1,0 +1,139 @@
+"""Fixtures for the speech integration: real audio (espeak-ng, sox), the real tiny.en model, a small Hub.
+
+The Whisper model and the audio files are made once per test session; each is
+cheap to share because nothing writes to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from ambient.app import App
+from ambient.config import load_config
+from ambient.offers import make_offer, options_from
+from ambient.sources import SourceEvent
+from ambient.tree import Offer
+from integrations.speech.audio import decode_file
+from integrations.speech.options import SpeechOptions
+from integrations.speech.streaming import StreamingPolicy
+from integrations.speech.transcriber import Segment, Transcriber
+from tests.fakes import FakeSampler
+from tests.integrations.speech.helpers import SENTENCES, sox, speak
+
+T = TypeVar("T")
+
+
+class MiniHub:
+    """The Hub protocol kept simply: submit() samples at once with the fake sampler."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.published: list[tuple[str, dict[str, Any]]] = []
+        self.events: list[SourceEvent] = []
+        self.offers: list[Offer] = []
+        self.offered = asyncio.Event()
+
+    async def submit(self, event: SourceEvent) -> None:
+        self.events.append(event)
+        self.offers.append(await self.offer_now(event))
+        self.offered.set()
+
+    async def offer_now(self, event: SourceEvent) -> Offer:
+        options = options_from(self.app.config.sampling, n=event.n or 2, max_tokens=4)
+        outcome = await self.run_blocking(
+            lambda: make_offer(self.app, event.parent_id, options, source={"kind": event.source})
+        )
+        return outcome.offer
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(fn, *args)
+
+    def publish(self, kind: str, data: dict[str, Any]) -> None:
+        assert threading.current_thread() is threading.main_thread(), "publish off the event loop"
+        self.published.append((kind, data))
+
+    def on_offer(self, callback: Any) -> None:
+        pass
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [data for k, data in self.published if k == kind]
+
+
+@pytest.fixture
+async def hub(tmp_path: Path) -> AsyncIterator[MiniHub]:
+    config = load_config(env={"AMBIENT_HOME": str(tmp_path / "home")}).replace(memory__enabled=False)
+    app = App(config, sampler=FakeSampler())
+    yield MiniHub(app)
+    app.close()
+
+
+@pytest.fixture(scope="session")
+def options() -> SpeechOptions:
+    return SpeechOptions()
+
+
+@pytest.fixture(scope="session")
+def transcriber(options: SpeechOptions) -> Iterator[Transcriber]:
+    t = Transcriber(options)
+    t.model  # noqa: B018 - load once for every test
+    yield t
+    t.close()
+
+
+@pytest.fixture(scope="session")
+def audio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("speech-audio")
+
+
+@pytest.fixture(scope="session")
+def speech_22k(audio_dir: Path) -> Path:
+    """The three sentences with pauses, as espeak-ng writes them (22.05 kHz mono)."""
+    return speak(SENTENCES, audio_dir / "speech-22k.wav")
+
+
+@pytest.fixture(scope="session")
+def speech_16k(audio_dir: Path, speech_22k: Path) -> Path:
+    return sox(speech_22k, audio_dir / "speech-16k.wav", rate=16000)
+
+
+@pytest.fixture(scope="session")
+def speech_44k_stereo(audio_dir: Path, speech_22k: Path) -> Path:
+    return sox(speech_22k, audio_dir / "speech-44k-stereo.wav", rate=44100, channels=2)
+
+
+def stream(policy: StreamingPolicy, samples: Any, chunk: float = 0.25) -> tuple[list[Segment], int]:
+    """Feed ``samples`` in chunks, then finish; the committed segments and the number of pauses."""
+    step = int(chunk * 16000)
+    committed: list[Segment] = []
+    pauses = 0
+    for i in range(0, len(samples), step):
+        update = policy.feed(samples[i : i + step])
+        committed += update.committed
+        pauses += update.pause
+    update = policy.finish()
+    return committed + list(update.committed), pauses + update.pause
+
+
+@dataclasses.dataclass
+class Streamed:
+    policy: StreamingPolicy
+    segments: list[Segment]
+    pauses: int
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.segments).strip()
+
+
+@pytest.fixture(scope="session")
+def streamed_16k(transcriber: Transcriber, options: SpeechOptions, speech_16k: Path) -> Streamed:
+    """The 16 kHz clip streamed once through the policy (shared: it costs many Whisper passes)."""
+    policy = StreamingPolicy(transcriber, options)
+    return Streamed(policy, *stream(policy, decode_file(speech_16k).samples))
