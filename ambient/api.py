@@ -80,6 +80,12 @@ SAMPLING = (
     ),
 )
 OFFER = Field("offer", "boolean", "offer continuations right away (default true)")
+TITLE = Field("title", "string", "a title (default: the first line)", max_length=200)
+TREE_BODY = (TEXT, TITLE, OFFER, *SAMPLING)
+CHILD_BODY = (TEXT, OFFER, *SAMPLING)
+EDIT_BODY = (TEXT,)
+PRUNE_BODY = (Field("pruned", "boolean", "false to undo (default true)"),)
+BOOKMARK_BODY = (Field("on", "boolean", "false to remove (default true)"),)
 
 
 # ------------------------------------------------------------------ helpers
@@ -230,13 +236,7 @@ async def list_trees(request: web.Request) -> web.Response:
 
 
 async def create_tree(request: web.Request) -> web.Response:
-    fields = (
-        TEXT,
-        Field("title", "string", "a title (default: the first line)", max_length=200),
-        OFFER,
-        *SAMPLING,
-    )
-    body = await read_body(request, fields)
+    body = await read_body(request, TREE_BODY)
     sampling = _sampling(body, request)
     offer = body.get("offer", True)
     tree, root = await _manual(request).paste(
@@ -279,7 +279,7 @@ def _node_view(app: App, node_id: str) -> dict[str, Any]:
 
 
 async def add_child(request: web.Request) -> web.Response:
-    body = await read_body(request, (TEXT, OFFER, *SAMPLING))
+    body = await read_body(request, CHILD_BODY)
     sampling = _sampling(body, request)
     parent_id = request.match_info["node_id"]
     await _blocking(request, _app(request).store.get_node, parent_id)
@@ -304,7 +304,7 @@ def _pick(app: App, node_id: str) -> tuple[Node, list[str]]:
 
 
 async def edit(request: web.Request) -> web.Response:
-    body = await read_body(request, (TEXT,))
+    body = await read_body(request, EDIT_BODY)
     daemon = _daemon(request)
     node, created, original = await _blocking(
         request, edit_node, daemon.app, request.match_info["node_id"], body["text"]
@@ -332,7 +332,7 @@ def edit_node(app: App, node_id: str, text: str) -> tuple[Node, bool, str]:
 
 
 async def prune(request: web.Request) -> web.Response:
-    body = await read_body(request, (Field("pruned", "boolean", "false to undo (default true)"),))
+    body = await read_body(request, PRUNE_BODY)
     node = await _blocking(
         request, _app(request).store.prune, request.match_info["node_id"], body.get("pruned", True)
     )
@@ -341,7 +341,7 @@ async def prune(request: web.Request) -> web.Response:
 
 
 async def bookmark(request: web.Request) -> web.Response:
-    body = await read_body(request, (Field("on", "boolean", "false to remove (default true)"),))
+    body = await read_body(request, BOOKMARK_BODY)
     node = await _blocking(
         request, _app(request).store.bookmark, request.match_info["node_id"], body.get("on", True)
     )
@@ -419,12 +419,7 @@ ROUTES: tuple[Route, ...] = (
         "a new document from typed or pasted text (and an offer at it)",
         "CreatedTree",
         status=201,
-        body=(
-            TEXT,
-            Field("title", "string", "a title (default: the first line)", max_length=200),
-            OFFER,
-            *SAMPLING,
-        ),
+        body=TREE_BODY,
         errors=(400, 413, 415, 503),
     ),
     Route(
@@ -450,7 +445,7 @@ ROUTES: tuple[Route, ...] = (
         "a continuation written by hand (and an offer at it)",
         "CreatedNode",
         status=201,
-        body=(TEXT, OFFER, *SAMPLING),
+        body=CHILD_BODY,
         errors=(*NODE_ERRORS, 503),
     ),
     Route(
@@ -468,7 +463,7 @@ ROUTES: tuple[Route, ...] = (
         edit,
         "edit a node: model text gets a new human sibling (the original is kept), a person's text is revised",
         "Edited",
-        body=(TEXT,),
+        body=EDIT_BODY,
         errors=NODE_ERRORS,
     ),
     Route(
@@ -477,7 +472,7 @@ ROUTES: tuple[Route, ...] = (
         prune,
         "set a node aside (or back)",
         "NodeResult",
-        body=(Field("pruned", "boolean", "false to undo (default true)"),),
+        body=PRUNE_BODY,
         errors=NODE_ERRORS,
     ),
     Route(
@@ -486,7 +481,7 @@ ROUTES: tuple[Route, ...] = (
         bookmark,
         "bookmark a node (or remove the bookmark)",
         "NodeResult",
-        body=(Field("on", "boolean", "false to remove (default true)"),),
+        body=BOOKMARK_BODY,
         errors=NODE_ERRORS,
     ),
     Route(

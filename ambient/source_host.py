@@ -82,7 +82,7 @@ class SourceHost:
 
     async def _start_one(self, name: str) -> None:
         try:
-            cls = load_source_class(name)
+            cls = await asyncio.to_thread(load_source_class, name)  # importing reads files
             options = parse_section(cls.options_class, self.tables.get(name, {}), f"sources.{name}")
             enabled, why = cls.enabled(options)
             if not enabled:

@@ -31,6 +31,7 @@ import dataclasses
 import json
 import os
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -50,7 +51,7 @@ SAVES = 12
 QUIET_MS = 250
 N = 4
 MAX_TOKENS = 8  # the first token is what is measured; short offers keep the run short
-PREFIX_SIZES = (512, 2048, 6144)  # prompt tokens before the save
+PREFIX_SIZES = (256, 1024, 2048)  # prompt tokens before the save (a CPU prefills ~50 tokens/s)
 APPENDED = " And then, after a long pause, she wrote one more sentence about the river."
 
 _BASE = (
@@ -129,6 +130,10 @@ def to_markdown(result: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------- helpers
+def _progress(message: str) -> None:
+    print(f"bench notes: {message}", file=sys.stderr, flush=True)
+
+
 def _bench_config(config: Config, home: Path, model_path: Path | None) -> Config:
     changes: dict[str, Any] = {
         "memory__enabled": False,
@@ -201,6 +206,7 @@ async def _latency(config: Config, folder: Path, *, saves: int) -> dict[str, Any
         for i in range(saves + 1):  # the first save warms up (and is the note's first sight)
             text += _SENTENCES[i % len(_SENTENCES)]
             sample = await _one_save(subscriber, note, text)
+            _progress(f"save {i}/{saves}: first token after {sample['first_token_ms']:.0f} ms")
             if i > 0:
                 samples.append(sample)
         daemon.unsubscribe(subscriber)
@@ -302,12 +308,14 @@ async def _idle(
         async with Daemon(config, app) as daemon:
             source = await _wait_watching(daemon)
             await asyncio.sleep(2.0)  # let start-up settle
+            _progress(f"{count} notes watched; measuring idle CPU for {seconds:.0f} s")
             events_before = source.watcher.raw_events
             cpu, wall = await _cpu_over(seconds)
             events = source.watcher.raw_events - events_before
             threads = threading.active_count()
     finally:
         await asyncio.to_thread(app.close)
+    _progress(f"the same notes under watchdog's polling observer for {polling_seconds:.0f} s")
     polling = await asyncio.to_thread(_polling_cpu, folder, polling_seconds)
     return {
         "notes": count,
@@ -389,6 +397,7 @@ def _inference_mode() -> Iterator[None]:
 def _prefix_row(sampler: Any, size: int, repeats: int) -> dict[str, Any]:
     import torch
 
+    _progress(f"prefix reuse at {size} prompt tokens")
     old_ids = _ids_of_size(sampler, size)
     old_text = sampler.tokenizer.decode(old_ids, skip_special_tokens=True)
     new_ids = list(sampler.tokenizer(old_text + APPENDED)["input_ids"])

@@ -84,6 +84,11 @@ class MemoryIndex:
             )
         return collection
 
+    @property
+    def collection(self) -> Any:
+        """The chromadb collection itself (for benchmarks and diagnostics)."""
+        return self._collection
+
     def count(self) -> int:
         with self.location.guard("read"):
             return int(self._collection.count())

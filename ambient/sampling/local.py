@@ -8,7 +8,7 @@ sampled: the last prompt position, then the N new positions per step. A branch
 that finishes leaves the batch, so it costs nothing more.
 """
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001  (ambient.models must come before transformers)
 
 import dataclasses
 import os
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ambient import models  # sets the offline switches before transformers is imported
+from ambient import models  # first: it sets the offline switches transformers reads on import
 from ambient.errors import InvalidInput, ModelUnavailable
 from ambient.sampling.base import (
     MAX_N,
@@ -33,9 +33,9 @@ from ambient.sampling.base import (
     TokenAlt,
 )
 
-import torch  # noqa: E402  (after ambient.models on purpose)
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache  # noqa: E402
-from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer  # noqa: E402
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 CPU_CONTEXT_CAP = 8192
 GPU_CONTEXT_CAP = 32768
@@ -135,7 +135,7 @@ def sampling_weights(
 
 
 def draw(weights: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
-    """One column per row, drawn in proportion to ``weights`` with one uniform number from that row's generator.
+    """One column per row, drawn in proportion to ``weights`` with one uniform from that row's generator.
 
     Inverse-CDF sampling in two levels (blocks, then words within the chosen
     block) so a 262k vocabulary needs no full-length cumulative sum.
@@ -218,14 +218,14 @@ class _Buffer:
 
 
 def _with_room(t: torch.Tensor, need: int) -> torch.Tensor:
-    """A new [batch, heads, capacity, dim] buffer starting with ``t``, with room for ``need`` positions and more."""
+    """A new [batch, heads, capacity, dim] buffer starting with ``t``, with room for ``need`` positions."""
     capacity = need + max(GROW_MIN, need // 4)
     out = t.new_empty((*t.shape[:2], capacity, t.shape[3]))
     out[:, :, : t.shape[2]] = t
     return out
 
 
-class GrowingLayer(DynamicLayer):
+class GrowingLayer(DynamicLayer):  # type: ignore[misc]
     """A full-attention cache layer that appends in place (amortised) rather than concatenating every step."""
 
     buf: _Buffer | None = None
@@ -251,8 +251,8 @@ class GrowingLayer(DynamicLayer):
             self.keys, self.values = self.buf.view(self.buf.end)
 
 
-class GrowingSlidingLayer(DynamicSlidingWindowLayer):
-    """A sliding-window cache layer with the same visible behaviour as transformers', without per-step copies."""
+class GrowingSlidingLayer(DynamicSlidingWindowLayer):  # type: ignore[misc]
+    """A sliding-window cache layer that behaves like transformers' own, without per-step copies."""
 
     buf: _Buffer | None = None
 
@@ -359,8 +359,19 @@ class LocalSampler(Sampler):
         self._head_bias: torch.Tensor | None = getattr(head, "bias", None)
         self._packed_head = pack_weights(self._head_weight, self._head_bias)
         self.packed_layers = pack_linear_layers(self.model) if self.device.type == "cpu" else 0
+        self.step_weight_bytes = self._step_weight_bytes()
         self._alt_text: dict[int, str] = {}
         self._anchor: list[int] = self.tokenizer.encode("a", add_special_tokens=False)[-1:]
+
+    def _step_weight_bytes(self) -> int:
+        """Bytes of weights one decode step reads (input embeddings are only looked up: not counted)."""
+        skip = {id(self.model.get_input_embeddings().weight), id(self._head_weight)}
+        params = self.model.parameters()
+        total = sum(p.numel() * p.element_size() for p in params if id(p) not in skip)
+        packed = [m for m in self.model.modules() if isinstance(m, PackedLinear)]
+        total += sum(2 * m.in_features * m.out_features for m in packed)
+        head_elem = 2 if self._packed_head is not None else self._head_weight.element_size()
+        return int(total + head_elem * self._head_weight.numel())
 
     @classmethod
     def from_config(cls, config: Any) -> LocalSampler:
@@ -430,7 +441,7 @@ class LocalSampler(Sampler):
         )
 
     def _encode(self, prompt: str, max_tokens: int) -> _Encoded:
-        """Prompt ids, cut from the left (after the leading special tokens) to leave room for ``max_tokens``."""
+        """Prompt ids, cut from the left (after leading special tokens) to leave room for ``max_tokens``."""
         enc = self.tokenizer(prompt, return_offsets_mapping=True, return_special_tokens_mask=True)
         ids: list[int] = list(enc["input_ids"])
         special: list[int] = list(enc["special_tokens_mask"])
@@ -559,9 +570,8 @@ class LocalSampler(Sampler):
         return b.finish_reason is not None
 
     def _emit(self, b: _Branch, view: _StepView, row: int, text: str, on_token: OnToken | None) -> None:
-        alts = tuple(
-            TokenAlt(self._token_text(i), lp) for i, lp in zip(view.alt_ids[row], view.alt_logprobs[row])
-        )
+        pairs = zip(view.alt_ids[row], view.alt_logprobs[row], strict=True)
+        alts = tuple(TokenAlt(self._token_text(i), lp) for i, lp in pairs)
         token = Token(text=text, logprob=view.logprobs[row], top=alts)
         b.tokens.append(token)
         if on_token is not None:
@@ -583,9 +593,9 @@ def _pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelUnavailable(f"model.device = {device!r} but no CUDA GPU is visible: use \"auto\" or \"cpu\"")
+        raise ModelUnavailable(f"model.device = {device!r} but no CUDA GPU is visible: use 'auto' or 'cpu'")
     if device != "cpu" and not device.startswith("cuda"):
-        raise ModelUnavailable(f"model.device = {device!r} is not known: use \"auto\", \"cpu\" or \"cuda\"")
+        raise ModelUnavailable(f"model.device = {device!r} is not known: use 'auto', 'cpu' or 'cuda'")
     return torch.device(device)
 
 
@@ -605,7 +615,7 @@ def _load(path: Path, device: torch.device, dtype: torch.dtype) -> tuple[Any, An
     return tokenizer, model
 
 
-class PackedLinear(torch.nn.Module):
+class PackedLinear(torch.nn.Module):  # type: ignore[misc]
     """A linear layer whose weights are packed as float16 for FBGEMM's AVX2 kernels (float32 maths).
 
     Used on CPU only, and only for weights that float16 holds exactly (a
@@ -621,7 +631,8 @@ class PackedLinear(torch.nn.Module):
         self.packed = torch.ops.quantized.linear_prepack_fp16(weight.detach().float(), b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.quantized.linear_dynamic_fp16(x, self.packed)  # type: ignore[no-any-return]
+        out: torch.Tensor = torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
+        return out
 
 
 def pack_weights(weight: torch.Tensor, bias: torch.Tensor | None = None) -> PackedLinear | None:
@@ -639,8 +650,8 @@ def pack_weights(weight: torch.Tensor, bias: torch.Tensor | None = None) -> Pack
 
 
 def pack_linear_layers(model: torch.nn.Module) -> int:
-    """Swap the decoder's ``nn.Linear`` layers for :class:`PackedLinear` where exact; how many were swapped."""
-    head = model.get_output_embeddings()  # type: ignore[operator]
+    """Swap the decoder's ``nn.Linear`` layers for :class:`PackedLinear` where exact; returns how many."""
+    head = model.get_output_embeddings()
     swaps: list[tuple[torch.nn.Module, str, PackedLinear]] = []
     for parent in model.modules():
         for name, child in parent.named_children():
@@ -666,5 +677,5 @@ def _eos_ids(tokenizer: Any, model: Any) -> frozenset[int]:
 def _standalone_text(tokenizer: Any, anchor: list[int], token_id: int) -> str:
     """Decode one id as it reads after other text: some tokenizers drop a leading space at the start."""
     head = tokenizer.decode(anchor, skip_special_tokens=False)
-    full = tokenizer.decode(anchor + [token_id], skip_special_tokens=False)
+    full = tokenizer.decode([*anchor, token_id], skip_special_tokens=False)
     return str(full[len(head) :] if full.startswith(head) else tokenizer.decode([token_id]))

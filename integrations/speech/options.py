@@ -30,6 +30,8 @@ class SpeechOptions:
     stream_beam_size: int = 1  # each streaming pass (greedy keeps commit latency low)
     pause_seconds: float = 1.5  # silence after speech that ends a thought and asks for an offer
     step_seconds: float = 0.5  # new audio between two streaming passes
+    stream_window_seconds: float = 10.0  # the encoder sees at least this much (30 = Whisper's full window)
+    commit_margin_seconds: float = 0.2  # a word ending this close to the end of a pass is not yet agreed on
     buffer_seconds: float = 15.0  # most audio the streaming buffer holds before it is trimmed
     vad_threshold: float = 0.5  # Silero speech probability above which a window is speech
     min_silence_seconds: float = 0.3  # shorter gaps inside speech do not split it
@@ -60,15 +62,21 @@ class SpeechOptions:
                 f"sources.speech.buffer_seconds must be between 4 × step_seconds and 30 (Whisper's "
                 f"window), got {self.buffer_seconds!r}"
             )
+        if not 1 <= self.stream_window_seconds <= 30:
+            raise ConfigError(
+                "sources.speech.stream_window_seconds must be between 1 and 30, "
+                f"got {self.stream_window_seconds}"
+            )
         if not 0 < self.vad_threshold < 1:
             raise ConfigError(
                 f"sources.speech.vad_threshold must be between 0 and 1, got {self.vad_threshold}"
             )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"sources.speech.device must be auto, cpu or cuda, got {self.device!r}")
-        if min(self.min_silence_seconds, self.speech_pad_seconds, self.mic_retry_seconds) < 0:
+        others = (self.min_silence_seconds, self.speech_pad_seconds, self.mic_retry_seconds)
+        if min(*others, self.commit_margin_seconds) < 0:
             raise ConfigError(
-                "sources.speech: min_silence_seconds, speech_pad_seconds and "
-                "mic_retry_seconds cannot be negative"
+                "sources.speech: min_silence_seconds, speech_pad_seconds, mic_retry_seconds and "
+                "commit_margin_seconds cannot be negative"
             )
         return self

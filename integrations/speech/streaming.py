@@ -166,6 +166,7 @@ class StreamingPolicy:
         self._received = 0
         self._last_pass = 0  # _received at the last pass
         self._tentative: list[Word] = []
+        self._previous_end = 0.0  # seconds of audio the last pass saw
         self._handled_until = 0.0  # speech before this (seconds) needs no more passes
         self._committed_at_pause = 0
 
@@ -269,8 +270,12 @@ class StreamingPolicy:
         words = self._in_speech([w for w in words if w.start > self.committed_end - 0.1])
         words = drop_repeated(self.committed, words)
         agreed = agreed_prefix(self._tentative, words)
+        ripe = self._previous_end - self.options.commit_margin_seconds
+        while agreed and self._tentative[agreed - 1].end > ripe:  # it was cut off at the last pass's end
+            agreed -= 1
         new += self._commit(words[:agreed])
         self._tentative = words[agreed:]
+        self._previous_end = self.now
         self._trim_at_sentence_end()
 
     def _in_speech(self, words: list[Word]) -> list[Word]:

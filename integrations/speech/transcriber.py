@@ -27,7 +27,6 @@ _LOGGER = logging.getLogger(__name__)
 
 REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
 FRAMES_PER_SECOND = 100  # Whisper's log-Mel frames
-MIN_WINDOW_SECONDS = 10.0  # shorter encoder windows make tiny models loop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,12 +189,13 @@ class Transcriber:
     def recognize(self, audio: Samples, prompt: str = "") -> list[Word]:
         """One streaming pass over the buffer: its words (times relative to the buffer).
 
-        The encoder sees only the buffer (at least 10 s), not Whisper's whole 30 s window,
-        which makes a pass over a short buffer several times cheaper; the number of new
-        tokens is bounded so a pass that loops cannot run away.
+        The encoder sees only the buffer (at least ``stream_window_seconds``), not Whisper's
+        whole 30 s window, which makes a pass over a short buffer about three times cheaper
+        (below about 10 s tiny models start to loop); the number of new tokens is bounded so
+        a pass that loops cannot run away.
         """
         seconds = len(audio) / SAMPLE_RATE
-        window = min(30.0, max(MIN_WINDOW_SECONDS, 2 * math.ceil(seconds / 2 + 1)))
+        window = min(30.0, max(self.options.stream_window_seconds, 2 * math.ceil(seconds / 2 + 1)))
         segments = self._run(
             audio,
             window=window,

@@ -1,0 +1,1 @@
+"""Benchmarks that check ambient's performance claims on the machine at hand."""

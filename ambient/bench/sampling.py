@@ -1,0 +1,246 @@
+"""How much sharing the prompt pass saves: N branches three ways, in one process.
+
+On the same prompt (about ``prompt_tokens`` tokens of English prose shipped in
+``prompt.txt``), the same weights and the same settings (temperature 1.0, no
+top-k/top-p, a fixed seed, end-of-text disabled so every branch makes exactly
+``new_tokens`` tokens), for each N:
+
+(a) N separate ``model.generate`` calls (plain transformers);
+(b) one ``model.generate(num_return_sequences=N)`` call (plain transformers);
+(c) one :meth:`LocalSampler.generate` call (one prompt pass, N rows decoding together).
+
+It also measures the machine's memory read bandwidth, which bounds a decode
+step (every weight is read once per step), an ``ambient continue``-like wall
+time for -n 1 against -n 8, and the peak resident memory.
+
+(a) and (b) use the model exactly as transformers loads it (float32 on CPU);
+(c) uses LocalSampler as ambient runs it.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import platform
+import resource
+import time
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ambient.sampling.base import SamplingOptions
+
+BANDWIDTH_BYTES = 1 << 30  # 1 GiB: far bigger than any CPU cache
+
+
+def run(
+    config: Any,
+    *,
+    model_path: Path,
+    prompt_tokens: int = 1000,
+    new_tokens: int = 32,
+    ns: Sequence[int] = (1, 4, 8),
+    seed: int = 0,
+    repeats: int = 1,
+) -> dict[str, Any]:
+    """Run the benchmark; returns plain data (see :func:`to_markdown`). Timings: best of ``repeats``."""
+    from ambient.sampling.local import LocalSampler
+
+    sampler = LocalSampler(model_path, device=config.model.device, threads=config.model.threads)
+    result: dict[str, Any] = {
+        "model": sampler.name,
+        "device": str(sampler.device),
+        "threads": _threads(),
+        "machine": platform.processor() or platform.machine(),
+        "new_tokens": new_tokens,
+        "ns": list(ns),
+        "seed": seed,
+        "bandwidth_gbs": round(measure_bandwidth() / 1e9, 1),
+        "step_weight_bytes": sampler.step_weight_bytes,
+    }
+    prompt = build_prompt(sampler.tokenizer, prompt_tokens)
+    result["prompt_tokens"] = sampler.count_tokens(prompt)
+    result["local"] = _bench_local(sampler, prompt, new_tokens, ns, seed, repeats)
+    result["continue"] = _bench_continue(sampler, config, prompt, new_tokens, seed, repeats)
+    result["peak_rss_local_mb"] = peak_rss_mb()
+    sampler.close()
+    del sampler
+    gc.collect()
+    result["hf"] = _bench_hf(model_path, prompt, new_tokens, ns, seed, repeats)
+    result["peak_rss_mb"] = peak_rss_mb()
+    _summarise(result)
+    return result
+
+
+def build_prompt(tokenizer: Any, prompt_tokens: int) -> str:
+    """About ``prompt_tokens`` tokens (begin-of-text marker included) of the shipped prose, cut at a token."""
+    text = resources.files("ambient.bench").joinpath("prompt.txt").read_text(encoding="utf-8")
+    ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
+    while len(ids) < prompt_tokens:
+        ids = ids + tokenizer("\n\n" + text, add_special_tokens=False)["input_ids"]
+    special = len(tokenizer("a")["input_ids"]) - len(tokenizer("a", add_special_tokens=False)["input_ids"])
+    return str(tokenizer.decode(ids[: max(1, prompt_tokens - special)]))
+
+
+def measure_bandwidth(nbytes: int = BANDWIDTH_BYTES, repeats: int = 5) -> float:
+    """Memory read bandwidth in bytes/s: the best time to sum a buffer much bigger than the caches."""
+    import torch
+
+    buf = torch.ones(nbytes // 4, dtype=torch.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        buf.sum()
+        best = min(best, time.perf_counter() - t0)
+    return nbytes / best
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def _best(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """Best wall time of ``fn`` over ``repeats`` runs, and the last run's value."""
+    best, value = float("inf"), None
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        value = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, value
+
+
+def _bench_local(
+    sampler: Any, prompt: str, new_tokens: int, ns: Sequence[int], seed: int, repeats: int
+) -> dict[int, dict[str, Any]]:
+    """(c): LocalSampler, end-of-text off so every branch makes ``new_tokens`` tokens."""
+    eos, sampler.eos_token_ids = sampler.eos_token_ids, frozenset()
+    try:
+        sampler.generate(prompt, _options(2, 4, seed))  # warm-up
+        out: dict[int, dict[str, Any]] = {}
+        for n in ns:
+            call = functools.partial(sampler.generate, prompt, _options(n, new_tokens, seed))
+            wall, res = _best(call, repeats)
+            made = sum(len(c.tokens) for c in res.continuations)
+            out[n] = {"wall_s": wall, "tokens": made, **res.meta}
+        return out
+    finally:
+        sampler.eos_token_ids = eos
+
+
+def _bench_continue(
+    sampler: Any, config: Any, prompt: str, new_tokens: int, seed: int, repeats: int
+) -> dict[str, Any]:
+    """Like ``ambient continue``: the configured sampling settings, real end-of-text, -n 1 against -n 8."""
+    s = config.sampling
+    out: dict[str, Any] = {}
+    for n in (1, 8):
+        opts = SamplingOptions(
+            n=n, max_tokens=new_tokens, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+            stop=tuple(s.stop), seed=seed, top_logprobs=s.top_logprobs,
+        )
+        wall, res = _best(functools.partial(sampler.generate, prompt, opts), repeats)
+        out[f"n{n}_s"] = wall
+        out[f"n{n}_tokens"] = sum(len(c.tokens) for c in res.continuations)
+    out["ratio"] = out["n8_s"] / out["n1_s"]
+    return out
+
+
+def _options(n: int, new_tokens: int, seed: int) -> SamplingOptions:
+    return SamplingOptions(n=n, max_tokens=new_tokens, temperature=1.0, top_p=1.0, top_k=0, seed=seed)
+
+
+def _bench_hf(
+    model_path: Path, prompt: str, new_tokens: int, ns: Sequence[int], seed: int, repeats: int
+) -> dict[int, dict[str, float]]:
+    """(a) and (b): plain transformers ``generate`` on the model as transformers loads it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, local_files_only=True)
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    settings = {
+        "do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_new_tokens": new_tokens,
+        "min_new_tokens": new_tokens, "pad_token_id": tokenizer.pad_token_id,
+    }
+
+    def gen(copies: int) -> Any:
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            return model.eval().generate(ids, num_return_sequences=copies, **settings)
+
+    def separate(n: int) -> Any:
+        return [gen(1) for _ in range(n)]
+
+    gen(2)  # warm-up
+    out: dict[int, dict[str, float]] = {}
+    for n in ns:
+        a, _ = _best(functools.partial(separate, n), repeats)
+        b, _ = _best(functools.partial(gen, n), repeats)
+        out[n] = {"separate_s": a, "num_return_s": b}
+    return out
+
+
+def _summarise(result: dict[str, Any]) -> None:
+    """Ratios, tokens/s and the bandwidth bound, per N."""
+    bound_step_s = result["step_weight_bytes"] / (result["bandwidth_gbs"] * 1e9)
+    result["bound_steps_per_s"] = 1 / bound_step_s
+    rows = []
+    for n in result["ns"]:
+        c, hf = result["local"][n], result["hf"][n]
+        made = n * result["new_tokens"]
+        steps_per_s = c["decode_steps"] / c["decode_s"] if c["decode_s"] else 0.0
+        rows.append({
+            "n": n,
+            "a_s": hf["separate_s"], "b_s": hf["num_return_s"], "c_s": c["wall_s"],
+            "a_tps": made / hf["separate_s"], "b_tps": made / hf["num_return_s"], "c_tps": made / c["wall_s"],
+            "a_over_c": hf["separate_s"] / c["wall_s"], "b_over_c": hf["num_return_s"] / c["wall_s"],
+            "c_prefill_s": c["prefill_s"], "c_steps_per_s": steps_per_s,
+            "c_share_of_bound": steps_per_s / result["bound_steps_per_s"],
+        })
+    result["rows"] = rows
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    """A short report: one table per N, then the bound, the -n 1/-n 8 comparison and memory."""
+    lines = [
+        f"Sampling benchmark: {result['model']} on {result['device']} ({result['threads']} threads), "
+        f"prompt {result['prompt_tokens']} tokens, {result['new_tokens']} new tokens per branch, "
+        f"temperature 1.0, seed {result['seed']}, end-of-text off.",
+        "",
+        "| N | (a) N× generate | (b) num_return_sequences | (c) LocalSampler | tokens/s a / b / c "
+        "| a÷c | b÷c | (c) prefill | (c) decode steps/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['n']} | {r['a_s']:.2f} s | {r['b_s']:.2f} s | {r['c_s']:.2f} s "
+            f"| {r['a_tps']:.1f} / {r['b_tps']:.1f} / {r['c_tps']:.1f} "
+            f"| {r['a_over_c']:.1f}× | {r['b_over_c']:.1f}× "
+            f"| {r['c_prefill_s']:.2f} s | {r['c_steps_per_s']:.1f} |"
+        )
+    cont = result["continue"]
+    bound = result["bound_steps_per_s"]
+    achieved = ", ".join(
+        f"N={r['n']} {r['c_steps_per_s']:.1f} steps/s ({100 * r['c_share_of_bound']:.0f}%)"
+        for r in result["rows"]
+    )
+    lines += [
+        "",
+        f"Memory read bandwidth measured: {result['bandwidth_gbs']:.1f} GB/s. (c) reads "
+        f"{result['step_weight_bytes'] / 1e6:.0f} MB of weights per decode step, so the fastest possible "
+        f"step is {1000 / bound:.1f} ms ({bound:.1f} steps/s); achieved: {achieved}.",
+        f"`ambient continue`-like (configured sampling, {result['new_tokens']} tokens): "
+        f"-n 1 {cont['n1_s']:.2f} s, -n 8 {cont['n8_s']:.2f} s ({cont['ratio']:.2f}× the -n 1 time).",
+        f"Peak RSS: {result['peak_rss_local_mb']:.0f} MB after the LocalSampler runs, "
+        f"{result['peak_rss_mb']:.0f} MB for the whole run (which also loads the plain transformers model).",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,31 @@
+"""Shared fixtures: the tiny test model and the real default model (prepared once, cached across runs)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def models_cache_dir() -> Path:
+    """Where tests keep prepared models: ``$AMBIENT_TEST_MODELS``, else ``<repo>/.cache/models`` (gitignored)."""
+    return Path(os.environ.get("AMBIENT_TEST_MODELS") or REPO / ".cache" / "models")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-init Llama with its own tokenizer (built in seconds, no download)."""
+    from ambient.models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> Path:
+    """The bundled Gemma 3 270M, prepared under :func:`models_cache_dir` (about a minute the first time)."""
+    from ambient.models import prepare_default_model
+
+    return prepare_default_model(models_cache_dir())
