@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub, whatever they import first
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def models_cache_dir() -> Path:
-    """Where tests keep prepared models: ``$AMBIENT_TEST_MODELS``, else ``<repo>/.cache/models`` (gitignored)."""
+    """Where tests keep prepared models: ``$AMBIENT_TEST_MODELS``, else ``<repo>/.cache/models``."""
     return Path(os.environ.get("AMBIENT_TEST_MODELS") or REPO / ".cache" / "models")
 
 

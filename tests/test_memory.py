@@ -193,21 +193,25 @@ def test_edit_and_prune_update_without_duplicates(store: TreeStore, memory: Memo
     ids = build_corpus(store)
     memory.sync(store)
     count = memory.count()
-    child = store.add_node(ids["migration"], " We restored the backup and tried again.")
-    assert memory.sync(store) == 1
+    child = store.add_node(
+        ids["migration"], " We restored last night's backup and then tried the whole thing again."
+    )
+    short = store.add_node(ids["migration"], " It failed again.")  # so short it is embedded with its lead
+    assert memory.sync(store) == 2
     store.edit(ids["migration"], "The quarterly budget meeting ran two hours over time.")
-    embedded = memory.sync(store)
-    assert embedded == 2  # the node, and its child whose lead held the old text
-    assert memory.count() == count + 1
-    assert top_ids(memory, "a finance meeting that lasted far too long", 1) == [ids["migration"]]
+    before = memory.embedder.embedded
+    assert memory.sync(store) == 2  # the node and its short child; the long child keeps its vector
+    assert memory.embedder.embedded == before + 2
+    assert memory.count() == count + 2
+    assert ids["migration"] in top_ids(memory, "a finance meeting that lasted far too long", 2)
     assert ids["migration"] not in top_ids(memory, "ran out of disk space during a schema upgrade", 2)
-    lead = next(f for f in memory.search("restored from backup", 3) if f.node_id == child.id).lead
-    assert "budget meeting" in lead
+    found = {f.node_id: f for f in memory.search("restored from a backup and retried", 10)}
+    assert "budget meeting" in found[child.id].lead and "budget meeting" in found[short.id].lead
     store.prune(ids["storm"])
     store.pick(ids["harbour"])
     assert memory.sync(store) == 0  # status changes update metadata only
     assert memory.search("sail torn by a storm", 5, status="pruned")[0].node_id == ids["storm"]
-    assert memory.count() == count + 1
+    assert memory.count() == count + 2
 
 
 def test_bad_queries_are_refused(store: TreeStore, memory: MemoryIndex) -> None:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import DynamicCache
 
 from ambient.config import Config
 from ambient.errors import InvalidInput, ModelUnavailable
 from ambient.models import build_tiny_model, prepare_default_model, resolve_model_path
 from ambient.sampling.base import DoneEvent, SamplingOptions, Token, TokenEvent
 from ambient.sampling.local import (
-    DynamicCache,
     IncrementalDetokenizer,
     LocalSampler,
     StopMatcher,
@@ -152,6 +152,12 @@ def test_capabilities_and_sizes(sampler: LocalSampler) -> None:
     assert sampler.count_tokens("hello") >= 2  # the begin-of-text marker counts
 
 
+def test_marker_text_in_the_prompt_is_plain_text(sampler: LocalSampler) -> None:
+    result = sampler.generate("before </s> after", opts(n=1, max_tokens=2))
+    assert result.prompt_tokens == sampler.count_tokens("before </s> after")
+    assert result.prompt_tokens > sampler.count_tokens("before  after") + 1
+
+
 # --------------------------------------------------------------------------- streaming
 
 
@@ -169,14 +175,17 @@ async def test_stream_yields_tokens_then_done(sampler: LocalSampler) -> None:
 # --------------------------------------------------------------------------- equivalence
 
 
-def test_shared_prefill_greedy_matches_transformers_generate(sampler: LocalSampler, tiny_model_path: Path) -> None:
+def test_shared_prefill_greedy_matches_transformers_generate(
+    sampler: LocalSampler, tiny_model_path: Path
+) -> None:
     from transformers import AutoModelForCausalLM
 
     result = sampler.generate(PROMPT, opts(n=3, max_tokens=12, temperature=0))
     model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
     ids = sampler.tokenizer(PROMPT, return_tensors="pt")["input_ids"]
     with torch.inference_mode():
-        out = model.generate(ids, do_sample=False, max_new_tokens=12, pad_token_id=sampler.tokenizer.pad_token_id)
+        pad = sampler.tokenizer.pad_token_id
+        out = model.generate(ids, do_sample=False, max_new_tokens=12, pad_token_id=pad)
     expected = sampler.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
     assert texts(result) == [expected] * 3
 

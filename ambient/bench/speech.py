@@ -77,7 +77,7 @@ def run(config: Config, quick: bool = False) -> dict[str, Any]:
     result: dict[str, Any] = {
         "model": str(transcriber.model_dir),
         "device": f"{transcriber.device} ({transcriber.compute_type})",
-        "threads": options.threads or min(os.cpu_count() or 1, 8),
+        "threads": transcriber.threads,
         "cpus": os.cpu_count(),
         "load_average": round(os.getloadavg()[0], 2),
         "audio_seconds": round(len(samples) / SAMPLE_RATE, 2),

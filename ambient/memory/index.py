@@ -161,17 +161,22 @@ class MemoryIndex:
             return self.sync(store, progress)
 
     def _index(self, store: TreeStore, builder: DocBuilder, nodes: Sequence[Node]) -> int:
-        """Embed the nodes whose document changed; update metadata of the others. Returns embedded count."""
+        """Embed the nodes whose embedded text changed; refresh the rest. Returns how many were embedded."""
         builder.remember(nodes)
         docs = [builder.build(n) for n in nodes]
         existing = self._existing([d.id for d in docs])
-        fresh = [d for d in docs if existing.get(d.id, {}).get("hash") != d.hash]
-        fresh_ids = {d.id for d in fresh}
-        moved = [
-            d for d in docs if d.id in existing and d.id not in fresh_ids and existing[d.id] != d.metadata
-        ]
-        edited = [d.id for d in docs if d.id in existing and existing[d.id].get("text_hash") != d.text_hash]
-        self._write(fresh, moved)
+        fresh, rewritten, moved, edited = [], [], [], []
+        for d in docs:
+            old = existing.get(d.id)
+            if old is None or old.get("hash") != d.hash:
+                fresh.append(d)
+            elif old.get("doc_hash") != d.doc_hash:
+                rewritten.append(d)
+            elif old != d.metadata:
+                moved.append(d)
+            if old is not None and old.get("text_hash") != d.text_hash:
+                edited.append(d.id)
+        self._write(fresh, rewritten, moved)
         if not edited:
             return len(fresh)
         ids = {n.id for n in nodes}
@@ -185,19 +190,27 @@ class MemoryIndex:
             got = self._collection.get(ids=ids, include=["metadatas"])
         return {i: dict(m or {}) for i, m in zip(got["ids"], got["metadatas"] or [], strict=False)}
 
-    def _write(self, fresh: list[Doc], moved: list[Doc]) -> None:
+    def _write(self, fresh: list[Doc], rewritten: list[Doc], moved: list[Doc]) -> None:
+        """Upsert new vectors; store new documents with their old vectors; update bare metadata."""
         if fresh:
-            vectors = self.embedder.embed([d.document for d in fresh])
-            with self.location.guard("written"):
-                self._collection.upsert(
-                    ids=[d.id for d in fresh],
-                    embeddings=vectors,
-                    documents=[d.document for d in fresh],
-                    metadatas=[d.metadata for d in fresh],
-                )
+            self._upsert(fresh, self.embedder.embed([d.embed_text for d in fresh]))
+        if rewritten:
+            with self.location.guard("read"):
+                got = self._collection.get(ids=[d.id for d in rewritten], include=["embeddings"])
+            vectors = dict(zip(got["ids"], got["embeddings"], strict=True))
+            self._upsert(rewritten, [vectors[d.id] for d in rewritten])
         if moved:
             with self.location.guard("written"):
                 self._collection.update(ids=[d.id for d in moved], metadatas=[d.metadata for d in moved])
+
+    def _upsert(self, docs: list[Doc], vectors: Any) -> None:
+        with self.location.guard("written"):
+            self._collection.upsert(
+                ids=[d.id for d in docs],
+                embeddings=vectors,
+                documents=[d.document for d in docs],
+                metadatas=[d.metadata for d in docs],
+            )
 
     # ---------------------------------------------------------------- search
     def search(

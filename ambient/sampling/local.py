@@ -73,11 +73,11 @@ class IncrementalDetokenizer:
         return full[len(head) :]
 
     def flush(self) -> str:
-        """Whatever is held back (an incomplete character), as it decodes now."""
+        """The text still held back, less a trailing incomplete character (its bytes never completed)."""
         head = self._decode(self.ids[self._prefix : self._read])
         full = self._decode(self.ids[self._prefix :])
         self._prefix = self._read = len(self.ids)
-        return full[len(head) :]
+        return full[len(head) :].rstrip("\ufffd")
 
     def _decode(self, ids: Sequence[int]) -> str:
         return str(self._tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
@@ -387,7 +387,7 @@ class LocalSampler(Sampler):
 
     def count_tokens(self, text: str) -> int:
         """Tokens the model is fed for ``text``, its begin-of-text marker included."""
-        return len(self.tokenizer(text)["input_ids"])
+        return len(self.tokenizer(text, split_special_tokens=True)["input_ids"])
 
     def close(self) -> None:
         with self._lock:
@@ -441,8 +441,13 @@ class LocalSampler(Sampler):
         )
 
     def _encode(self, prompt: str, max_tokens: int) -> _Encoded:
-        """Prompt ids, cut from the left (after leading special tokens) to leave room for ``max_tokens``."""
-        enc = self.tokenizer(prompt, return_offsets_mapping=True, return_special_tokens_mask=True)
+        """Prompt ids, cut from the left (after leading special tokens) to leave room for ``max_tokens``.
+
+        Marker-like text in the prompt (``<eos>``) is read as plain text, never as a control token.
+        """
+        enc = self.tokenizer(
+            prompt, split_special_tokens=True, return_offsets_mapping=True, return_special_tokens_mask=True
+        )
         ids: list[int] = list(enc["input_ids"])
         special: list[int] = list(enc["special_tokens_mask"])
         offsets: list[tuple[int, int]] = [tuple(o) for o in enc["offset_mapping"]]
@@ -535,12 +540,13 @@ class LocalSampler(Sampler):
 
     def _step_view(self, logits: torch.Tensor, active: list[_Branch], options: SamplingOptions) -> _StepView:
         """Choose each active row's token; its logprob and the top alternatives (temperature-1 model)."""
+        logits = logits.float()
         chosen = choose_tokens(logits, options, [b.generator for b in active])
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        picked = logprobs.gather(1, chosen.unsqueeze(1)).squeeze(1)
+        norm = torch.logsumexp(logits, dim=-1, keepdim=True)  # log-softmax without materialising it
+        picked = (logits.gather(1, chosen.unsqueeze(1)) - norm).squeeze(1)
         if options.top_logprobs > 0:
-            top = torch.topk(logprobs, options.top_logprobs, dim=-1)
-            alt_ids, alt_lps = top.indices.tolist(), top.values.tolist()
+            top = torch.topk(logits, options.top_logprobs, dim=-1)
+            alt_ids, alt_lps = top.indices.tolist(), (top.values - norm).tolist()
         else:
             alt_ids, alt_lps = [[] for _ in active], [[] for _ in active]
         return _StepView(chosen.tolist(), picked.tolist(), alt_ids, alt_lps)

@@ -27,10 +27,17 @@ from discord.ext import commands
 
 from ambient.errors import AmbientError
 from ambient.sources import Hub, SourceEvent
-from ambient.tree import Node
+from ambient.tree import Node, OfferState, new_id
 from integrations.discord import limits
 from integrations.discord.branches import ChannelTrees, Place
 from integrations.discord.options import MAX_N, DiscordOptions
+from integrations.discord.replies import (
+    NO_MENTIONS,
+    ContextRequester,
+    InteractionRequester,
+    Refused,
+    Requester,
+)
 from integrations.discord.transcript import ChatLine, clean_name, continuation_prefix, message_line
 from integrations.discord.views import BRANCH, BUTTONS, MORE, PICK, offer_view
 
@@ -39,49 +46,12 @@ T = TypeVar("T")
 
 COMMAND = "continue"
 CONTEXT_MENU = "Continue from here"
-NO_MENTIONS = discord.AllowedMentions.none()
+
 CHAT_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 CHANNEL_NEEDS = ("view_channel", "read_message_history", "create_public_threads", "send_messages_in_threads")
 THREAD_NEEDS = ("view_channel", "read_message_history", "send_messages_in_threads")
 CONNECTION_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError, discord.ConnectionClosed)
 EMPTY = "*(empty continuation)*"
-
-
-class Refused(Exception):
-    """A request that cannot be done; the message tells the person why and what to do."""
-
-
-class Requester:
-    """The person who asked: how to tell them something."""
-
-    async def tell(self, text: str, *, error: bool = False) -> None:
-        raise NotImplementedError
-
-
-class InteractionRequester(Requester):
-    """A slash command, menu or button: every answer is ephemeral (only they see it)."""
-
-    def __init__(self, interaction: discord.Interaction[Any]) -> None:
-        self.interaction = interaction
-
-    async def tell(self, text: str, *, error: bool = False) -> None:
-        text = limits.truncate(text, limits.MESSAGE_LIMIT)
-        if not self.interaction.response.is_done():
-            await self.interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
-        else:
-            await self.interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
-
-
-class ContextRequester(Requester):
-    """A prefix command: problems are answered with a reply; success shows in the thread itself."""
-
-    def __init__(self, ctx: commands.Context[Any]) -> None:
-        self.ctx = ctx
-
-    async def tell(self, text: str, *, error: bool = False) -> None:
-        if error:
-            text = limits.truncate(text, limits.MESSAGE_LIMIT)
-            await self.ctx.reply(text, mention_author=False, allowed_mentions=NO_MENTIONS)
 
 
 def default_intents() -> discord.Intents:
@@ -494,7 +464,7 @@ class AmbientBot(commands.Bot):  # type: ignore[misc]  # discord.py is skipped b
             raise Refused("there is nothing to continue here yet: say something first.")
         event = SourceEvent(
             source="discord",
-            key=f"{place.guild_id}/{place.timeline_id}",
+            key=f"{place.guild_id}/{place.timeline_id}/{new_id()[:8]}",  # one per request: none cancels
             parent_id=parent_id,
             text=text,
             meta={
@@ -508,6 +478,8 @@ class AmbientBot(commands.Bot):  # type: ignore[misc]  # discord.py is skipped b
             debounce=False,
         )
         offer = await self.hub.offer_now(event)
+        if offer.state != OfferState.DONE:
+            raise Refused(f"sampling stopped before it finished ({offer.state}): try again.")
         nodes = await self.hub.run_blocking(self.trees.nodes, list(offer.node_ids))
         if not nodes:
             raise Refused("the model gave no continuation: try again.")

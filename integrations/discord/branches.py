@@ -13,7 +13,7 @@ from typing import Any
 
 from ambient.errors import InvalidInput
 from ambient.store import TreeStore
-from ambient.tree import HUMAN, Action, Author, Node, Status
+from ambient.tree import HUMAN, Action, Author, Node, Status, new_id, now
 from integrations.discord.transcript import META_KEY, ChatLine, TimelineIndex, is_deleted
 
 SOURCE_PREFIX = "discord:"
@@ -42,6 +42,21 @@ class Place:
     @property
     def in_thread(self) -> bool:
         return self.timeline_id != self.channel_id
+
+
+def _line_node(tree_id: str, parent_id: str, line: ChatLine, place: Place) -> Node:
+    at = now()
+    return Node(
+        id=new_id(),
+        tree_id=tree_id,
+        parent_id=parent_id,
+        text=line.text,
+        author=Author(HUMAN, line.author),
+        status=Status.PICKED,
+        created_at=at,
+        updated_at=at,
+        meta=line.meta(place.guild_id, place.channel_id),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,20 +114,27 @@ class ChannelTrees:
         base = base_id or root_id
         with self._lock:
             index = self._index(tree_id)
+            new: list[Node] = []
             for line in sorted(lines, key=lambda ln: ln.message_id):
                 if index.node_for(line.message_id) is not None:
                     continue
                 parent = index.latest_before(place.timeline_id, line.message_id) or base
-                node = self.store.add_node(
-                    parent,
-                    line.text,
-                    author=Author(HUMAN, line.author),
-                    meta=line.meta(place.guild_id, place.channel_id),
-                )
+                node = _line_node(tree_id, parent, line, place)
                 index.add(place.timeline_id, line.message_id, node.id)
+                new.append(node)
+            if new:
+                self._insert(tree_id, new)
             if upto is None:
                 return index.latest(place.timeline_id) or base
             return index.latest_before(place.timeline_id, upto + 1) or base
+
+    def _insert(self, tree_id: str, nodes: list[Node]) -> None:
+        """All new lines in one transaction (one disk sync, however long the window)."""
+        try:
+            self.store.import_nodes_into(tree_id, nodes)
+        except BaseException:
+            self._indexes.pop(tree_id, None)  # rebuilt from the store on next use
+            raise
 
     def node_for_message(self, place: Place, message_id: int) -> str | None:
         tree_id, _ = self.tree_for(place)

@@ -137,7 +137,9 @@ def _open(file: Path) -> Any:
 
 def _audio_stream(container: Any, file: Path) -> Any:
     if not container.streams.audio:
-        raise InvalidInput(f"{file} has no audio stream: give a file with sound in it")
+        raise InvalidInput(
+            f"{file} has no audio stream: give a sound file (WAV, FLAC, OGG or MP3, or anything FFmpeg reads)"
+        )
     return container.streams.audio[0]
 
 
@@ -160,7 +162,7 @@ def _decode(container: Any, stream: Any, report: DecodeReport) -> Iterator[Sampl
 
 def _resampled(resampler: Any, frame: Any, report: DecodeReport) -> Iterator[Samples]:
     for out in resampler.resample(frame):
-        samples = np.ascontiguousarray(out.to_ndarray().reshape(-1), dtype=np.float32)
+        samples = np.clip(out.to_ndarray().reshape(-1), -1.0, 1.0).astype(np.float32)  # resampling overshoots
         report.decoded_seconds += len(samples) / SAMPLE_RATE
         yield samples
 

@@ -67,6 +67,7 @@ class _Session:
     resampler: audio.Resampler | None = None
     task: asyncio.Task[None] | None = None
     tentative: str = ""
+    behind: bool = False  # audio was dropped since the inbox was last emptied
 
 
 class SpeechSource(Source):
@@ -153,8 +154,7 @@ class SpeechSource(Source):
         session.ended = True
         session.wake.set()
         if session.task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await session.task
+            await asyncio.wait({session.task})  # its errors are reported by the task itself
 
     # ------------------------------------------------------------ sessions
     def _session(self, session_id: str, kind: str) -> _Session:
@@ -173,64 +173,81 @@ class SpeechSource(Source):
         while session.inbox_samples > MAX_INBOX_SECONDS * SAMPLE_RATE and len(session.inbox) > 1:
             dropped = session.inbox.pop(0)
             session.inbox_samples -= len(dropped)
-            self._status(session, "warning", "transcription fell behind: the oldest audio was dropped")
+            if not session.behind:
+                session.behind = True
+                self._status(session, "warning", "transcription fell behind: the oldest audio was dropped")
         session.wake.set()
 
     async def _consume(self, session: _Session) -> None:
-        """Feed queued audio to the session's policy until the session ends."""
+        """Feed queued audio to the session's policy until the session ends, then finish it."""
         try:
-            while True:
+            while not (session.ended and not session.inbox):
                 try:
                     await asyncio.wait_for(session.wake.wait(), timeout=self.options.idle_seconds)
                 except TimeoutError:
-                    session.ended = True
+                    session.ended = True  # the browser went away without saying so
                 session.wake.clear()
                 if session.inbox:
                     chunk = np.concatenate(session.inbox)
-                    session.inbox, session.inbox_samples = [], 0
-                    await self._feed(session, chunk)
-                if session.ended and not session.inbox:
-                    break
-            await self._apply(session, await self._in_whisper(session.policy.finish), final=True)
+                    session.inbox, session.inbox_samples, session.behind = [], 0, False
+                    await self._step(session, session.policy.feed, chunk)
+            await self._step(session, session.policy.finish, final=True)
         finally:
             if self._sessions.get(session.id) is session:
                 del self._sessions[session.id]
             self._status(session, "ended", "the session ended; its transcript is kept")
 
-    async def _feed(self, session: _Session, chunk: audio.Samples) -> None:
+    async def _step(
+        self, session: _Session, work: Callable[..., StreamUpdate], *args: Any, final: bool = False
+    ) -> None:
+        """One call of the policy (on the Whisper thread) and its results; a failure ends nothing."""
         try:
-            update = await self._in_whisper(session.policy.feed, chunk)
+            update = await self._in_whisper(work, *args)
+            await self._apply(session, update, final)
         except AmbientError as exc:
             self._error(session, str(exc))
-            return
-        except Exception as exc:  # one bad pass must not end the session
+        except Exception as exc:
             _LOGGER.exception("speech session %s: transcription failed", session.id)
-            self._error(session, f"transcription failed ({exc}); listening on")
-            return
-        await self._apply(session, update)
+            self._error(session, f"transcription failed ({type(exc).__name__}: {exc}); listening on")
 
     # ------------------------------------------------------------ results
     async def _apply(self, session: _Session, update: StreamUpdate, final: bool = False) -> None:
-        session.pending.extend(update.committed)
-        if session.pending and (update.pause or final or _ends_sentence(session.pending[-1].text)):
-            try:
-                await self._store(session)
-            except AmbientError as exc:
-                self._error(session, f"{exc}; the transcript is kept in memory and stored later")
+        """Store what became final (a node per sentence, and at each pause), tell the UI, ask for offers."""
+        pause_nodes: list[str | None] = []
+        for i in range(len(update.committed) + 1):
+            if i in update.pauses:
+                await self._flush(session)
+                pause_nodes.append(session.last_node_id)
+            if i < len(update.committed):
+                session.pending.append(update.committed[i])
+                if _ends_sentence(update.committed[i].text):
+                    await self._flush(session)
+        if final:
+            await self._flush(session)
         tentative = update.tentative.text.strip() if update.tentative else ""
-        if update.committed or update.pause or tentative != session.tentative:
+        if update.committed or update.pauses or tentative != session.tentative:
             session.tentative = tentative
             self.hub.publish("transcript", self._transcript_event(session, update, tentative))
-        if update.pause and session.last_node_id and session.last_node_id != session.offered_node_id:
-            session.offered_node_id = session.last_node_id
-            await self.hub.submit(
-                SourceEvent(
-                    source=self.name,
-                    key=session.id,
-                    parent_id=session.last_node_id,
-                    meta={"session": session.id, "tree_id": session.tree_id, "pause": True},
+        for node_id in pause_nodes:
+            if node_id is not None and node_id != session.offered_node_id:
+                session.offered_node_id = node_id
+                await self.hub.submit(
+                    SourceEvent(
+                        source=self.name,
+                        key=session.id,
+                        parent_id=node_id,
+                        meta={"session": session.id, "tree_id": session.tree_id, "pause": True},
+                    )
                 )
-            )
+
+    async def _flush(self, session: _Session) -> None:
+        """The committed text not yet in the tree becomes a node (kept in memory if the store fails)."""
+        if not session.pending:
+            return
+        try:
+            await self._store(session)
+        except AmbientError as exc:
+            self._error(session, f"{exc}; the transcript is kept in memory and stored at the next try")
 
     def _transcript_event(self, session: _Session, update: StreamUpdate, tentative: str) -> dict[str, Any]:
         return {
@@ -241,6 +258,7 @@ class SpeechSource(Source):
             "tentative": tentative,
             "time": round(update.time, 3),
             "pause": update.pause,
+            "pauses": len(update.pauses),
         }
 
     async def _store(self, session: _Session) -> None:

@@ -15,7 +15,7 @@ became final. It combines
 * **guards against invented text**: the segment thresholds in
   :func:`integrations.speech.transcriber.keep_segment` plus the VAD filter;
 * **pauses**: once speech has been silent for ``pause_seconds`` the utterance is
-  over, the rest of its text is committed, and the update says ``pause=True``.
+  over, the rest of its text is committed, and the update marks the pause.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from integrations.speech.transcriber import Segment, Word, join_words
 WINDOW = 512  # Silero's window at 16 kHz (32 ms)
 CONTEXT = 64
 PROMPT_CHARS = 200
+PIECE_SECONDS = 0.1  # pauses are seen to within this
 _SENTENCE_END = re.compile(r"[.?!…][\"')\]]*$")
 _WORD = re.compile(r"[^\w']+")
 
@@ -45,11 +46,16 @@ class Recognizer(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class StreamUpdate:
-    committed: tuple[Segment, ...] = ()  # newly final text, in order
+    committed: tuple[Segment, ...] = ()  # newly final text, in order (a new segment after each pause)
     tentative: Segment | None = None  # the unconfirmed tail (shown greyed)
-    pause: bool = False  # a pause of pause_seconds just began after speech
+    pauses: tuple[int, ...] = ()  # a pause followed the first k segments of ``committed``, for each k
     time: float = 0.0  # seconds of audio received so far
     passes: int = 0  # Whisper passes this feed ran
+
+    @property
+    def pause(self) -> bool:
+        """Whether a pause (of ``pause_seconds``, after committed speech) began in this update."""
+        return bool(self.pauses)
 
 
 def normalise(word: str) -> str:
@@ -199,27 +205,28 @@ class StreamingPolicy:
     def feed(self, samples: Samples) -> StreamUpdate:
         """Take the next audio, of any length; return what became final.
 
-        The audio is taken ``step_seconds`` at a time so that pauses and the buffer bound are
-        seen where they happen, but Whisper runs at most once per call (plus once per pause,
+        The audio is taken 0.1 s at a time so that pauses and the buffer bound are seen
+        where they happen, but Whisper runs at most once per call (plus once per pause,
         and when the buffer is about to overflow): a caller that fell behind catches up with
         fewer, longer steps instead of falling further behind.
         """
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
-        step = max(1, int(self.options.step_seconds * SAMPLE_RATE))
+        piece = int(PIECE_SECONDS * SAMPLE_RATE)
         near_full = self.options.buffer_seconds - self.options.step_seconds
         new: list[Word] = []
+        marks: list[int] = []  # positions in ``new`` where a pause began
         passes = 0
-        pause = False
-        for start in range(0, len(samples), step):
-            self._append(samples[start : start + step])
+        for start in range(0, len(samples), piece):
+            self._append(samples[start : start + piece])
             if self._pause_due():
                 passes += self._catch_up(new)
-                pause = self._end_pause(new) or pause
-            elif start + step >= len(samples) or self.buffer_seconds > near_full:
+                if self._end_pause(new):
+                    marks.append(len(new))
+            elif start + piece >= len(samples) or self.buffer_seconds > near_full:
                 passes += self._step(new)
             self._bound(new)
             self.max_buffer = max(self.max_buffer, self.buffer_seconds)
-        return self._update(new, pause, passes)
+        return self._update(new, marks, passes)
 
     def _append(self, piece: Samples) -> None:
         self._buffer = np.concatenate([self._buffer, piece]) if len(self._buffer) else piece.copy()
@@ -251,9 +258,9 @@ class StreamingPolicy:
         new: list[Word] = []
         passes = self._catch_up(new)
         new += self._commit(self._tentative)
-        pause = len(self.committed) > self._committed_at_pause
+        marks = [len(new)] if len(self.committed) > self._committed_at_pause else []
         self._end_utterance()
-        return self._update(new, pause, passes)
+        return self._update(new, marks, passes)
 
     # ------------------------------------------------------------ passes
     def _needs_pass(self) -> bool:
@@ -347,12 +354,15 @@ class StreamingPolicy:
         self._buffer_start += cut
         self.vad.forget_before(self.buffer_start)
 
-    def _update(self, new: list[Word], pause: bool, passes: int) -> StreamUpdate:
-        segment = to_segment(new)
-        return StreamUpdate(
-            committed=(segment,) if segment else (),
-            tentative=self.tentative,
-            pause=pause,
-            time=self.now,
-            passes=passes,
-        )
+    def _update(self, new: list[Word], marks: list[int], passes: int) -> StreamUpdate:
+        segments: list[Segment] = []
+        pauses: list[int] = []
+        start = 0
+        for mark in marks:
+            if mark > start:
+                segments.append(Segment(new[start].start, new[mark - 1].end, join_words(new[start:mark])))
+                start = mark
+            pauses.append(len(segments))
+        if start < len(new):
+            segments.append(Segment(new[start].start, new[-1].end, join_words(new[start:])))
+        return StreamUpdate(tuple(segments), self.tentative, tuple(pauses), self.now, passes)

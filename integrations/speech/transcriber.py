@@ -8,11 +8,13 @@ Every call is blocking: run it in a worker thread, never on the event loop.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,9 @@ from integrations.speech.options import SAMPLE_RATE, SpeechOptions
 _LOGGER = logging.getLogger(__name__)
 
 REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
+# Models in use, so that two sources (or a source restarted) share one; freed with the last user.
+_LOADED: weakref.WeakValueDictionary[tuple[str, str, str, int], Any] = weakref.WeakValueDictionary()
+_LOADED_LOCK = threading.Lock()
 FRAMES_PER_SECOND = 100  # Whisper's log-Mel frames
 
 
@@ -131,16 +136,18 @@ class Transcriber:
         self.options = options
         self.model_dir = resolve_model_dir(options.model)
         self.device, self.compute_type = resolve_device(options.device, options.compute_type)
+        self.threads = options.threads or min(os.cpu_count() or 1, 8)
         self._model: Any = None
-        self._load_lock = threading.Lock()
-        self._run_lock = threading.Lock()  # one pass at a time: CPU threads are not shared well
 
     @property
     def model(self) -> Any:
         if self._model is None:
-            with self._load_lock:
-                if self._model is None:
-                    self._model = self._load()
+            key = (str(self.model_dir), self.device, self.compute_type, self.threads)
+            with _LOADED_LOCK:
+                model = _LOADED.get(key)
+                if model is None:
+                    model = _LOADED[key] = self._load()
+                self._model = model
         return self._model
 
     def _load(self) -> Any:
@@ -150,7 +157,7 @@ class Transcriber:
                 str(self.model_dir),
                 device=self.device,
                 compute_type=self.compute_type,
-                cpu_threads=self.options.threads or min(os.cpu_count() or 1, 8),
+                cpu_threads=self.threads,
                 local_files_only=True,
             )
         except (RuntimeError, ValueError, OSError) as exc:
@@ -211,8 +218,8 @@ class Transcriber:
     def _run(self, audio: Samples, window: float | None = None, **kwargs: Any) -> list[Any]:
         if len(audio) == 0:
             return []
-        with self._run_lock:
-            model = self.model
+        model = self.model
+        with model.lock:  # one pass at a time: the threads are not shared well, and encode_frames
             model.encode_frames = int(window * FRAMES_PER_SECOND) if window else None
             segments, _info = model.transcribe(
                 np.asarray(audio, dtype=np.float32),
@@ -226,16 +233,21 @@ class Transcriber:
             return list(segments)
 
     def close(self) -> None:
-        with self._load_lock:
-            self._model = None
+        """Let go of the model (freed when no other transcriber uses it)."""
+        self._model = None
 
 
+@functools.cache
 def _fitted_whisper_class() -> type[Any]:
     """WhisperModel whose encoder can be given less than the 30 s window (``encode_frames``)."""
     from faster_whisper import WhisperModel
 
     class FittedWhisper(WhisperModel):  # type: ignore[misc]
         encode_frames: int | None = None
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.lock = threading.Lock()
 
         def encode(self, features: Any) -> Any:
             if self.encode_frames is not None:

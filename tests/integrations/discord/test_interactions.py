@@ -203,3 +203,22 @@ async def test_thread_already_opened_on_the_message_is_reused(world: World) -> N
     await world.discord.context_menu(messages[1], "Bob")
     assert {s.channel_id for s in world.offers()} == {messages[1].id}
     assert len(world.offers()) == 6
+
+
+async def test_commands_are_registered_in_each_allowed_server(world: World) -> None:
+    registered: dict[int, list[dict[str, object]]] = {}
+
+    async def bulk_upsert_guild_commands(
+        application_id: int, guild_id: int, payload: list[dict[str, object]]
+    ):  # type: ignore[no-untyped-def]
+        registered[int(guild_id)] = payload
+        return []
+
+    world.bot.tree._http.bulk_upsert_guild_commands = bulk_upsert_guild_commands  # the HTTP edge of the tree
+    world.discord.state.application_id = world.bot.user.id
+    await world.bot.sync_commands()
+    (commands,) = registered.values()
+    by_name = {c["name"]: c for c in commands}
+    assert by_name["continue"]["type"] == 1 and by_name["Continue from here"]["type"] == 3
+    options = {o["name"]: o for o in by_name["continue"]["options"]}  # type: ignore[attr-defined, union-attr]
+    assert options["n"]["max_value"] == 10 and options["temperature"]["type"] == 10

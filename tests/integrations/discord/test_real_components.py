@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -70,8 +71,27 @@ async def test_through_the_daemon(tmp_path: Path) -> None:
             if message is not None:
                 kinds.append(json.loads(message)["type"])
         assert "offer_done" in kinds  # the web UI saw the Discord offer stream by
+        await _two_people_at_once(world)
         await offline.stop()
     app.close()
+
+
+async def _two_people_at_once(world: World) -> None:
+    """Two requests in one thread: both are honoured (neither cancels the other)."""
+    thread = world.discord.thread(world.offers()[0].channel_id)
+    world.sampler.delay = 0.01
+    before = len(world.offers())
+    payloads = [
+        world.discord._payload(2, thread, who, {"id": "1", "name": "continue", "type": 1, "options": []})
+        for who in ("Alice", "Carol")
+    ]
+    tasks_before = asyncio.all_tasks()
+    interactions = [world.discord.start_dispatch(p) for p in payloads]
+    await asyncio.sleep(0)
+    await asyncio.gather(*(asyncio.all_tasks() - tasks_before - {asyncio.current_task()}))
+    await world.bot.wait_idle()
+    assert all("3 continuations" in (i.replies[-1].content or "") for i in interactions)
+    assert len(world.offers()) == before + 6
 
 
 async def test_everything_said_and_offered_is_remembered_by_meaning(tmp_path: Path) -> None:
@@ -90,8 +110,7 @@ async def test_everything_said_and_offered_is_remembered_by_meaning(tmp_path: Pa
         await world.discord.say("The lighthouse keeper found a letter in a bottle.", general, "Alice")
         await world.discord.say("We should bake bread for the harvest festival.", general, "Bob")
         await world.discord.say("!continue 2", general, "Carol")
-        await world.bot.wait_idle()
-        app.index_pending()
+        await world.bot.wait_idle()  # the bot asked for indexing after storing: nothing else did
         found = memory.search("a message washed ashore in a glass bottle", k=3)
         assert found and "lighthouse" in found[0].text
         offered = {world.node(s).id for s in world.offers()}

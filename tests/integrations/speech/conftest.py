@@ -116,9 +116,9 @@ def stream(policy: StreamingPolicy, samples: Any, chunk: float = 0.25) -> tuple[
     for i in range(0, len(samples), step):
         update = policy.feed(samples[i : i + step])
         committed += update.committed
-        pauses += update.pause
+        pauses += len(update.pauses)
     update = policy.finish()
-    return committed + list(update.committed), pauses + update.pause
+    return committed + list(update.committed), pauses + len(update.pauses)
 
 
 @dataclasses.dataclass

@@ -16,7 +16,7 @@ SENTENCES = (
     "Please write down the number before you forget it.",
 )
 TEXT = " ".join(SENTENCES)
-PAUSE_MS = 1800
+PAUSE_MS = 2200
 VOICE = ("-v", "en-us", "-s", "150")
 
 

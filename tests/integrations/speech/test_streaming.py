@@ -1,7 +1,8 @@
-"""The streaming policy: LocalAgreement, VAD gating, the bounded buffer, pauses; real speech and the real model."""
+"""The streaming policy: LocalAgreement, VAD gating, the bounded buffer, pauses (real speech, real model)."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,9 @@ def test_streaming_transcript_matches_the_spoken_text(streamed_16k: Streamed) ->
     assert wer(TEXT, streamed_16k.text) <= 0.15, streamed_16k.text
 
 
-def test_streaming_and_offline_agree(streamed_16k: Streamed, transcriber: Transcriber, speech_16k: Path) -> None:
+def test_streaming_and_offline_agree(
+    streamed_16k: Streamed, transcriber: Transcriber, speech_16k: Path
+) -> None:
     offline = transcriber.transcribe(decode_file(speech_16k).samples)
     assert wer(TEXT, offline.text) <= 0.15, offline.text
     assert wer(offline.text, streamed_16k.text) <= 0.1, (offline.text, streamed_16k.text)
@@ -82,7 +85,7 @@ def test_streaming_and_offline_agree(streamed_16k: Streamed, transcriber: Transc
 
 def test_committed_segments_are_in_order_and_a_pause_follows_each_sentence(streamed_16k: Streamed) -> None:
     segments = streamed_16k.segments
-    assert all(a.end <= b.start + 0.05 for a, b in zip(segments, segments[1:], strict=False))
+    assert all(a.end <= b.start + 0.05 for a, b in itertools.pairwise(segments))
     assert streamed_16k.pauses == len(SENTENCES)  # two pauses between sentences, one at the end
 
 
@@ -112,7 +115,9 @@ def test_silence_and_noise_commit_nothing(
     assert transcriber.transcribe(samples).text == ""
 
 
-def test_finish_commits_the_tentative_tail(transcriber: Transcriber, options: SpeechOptions, audio_dir: Path) -> None:
+def test_finish_commits_the_tentative_tail(
+    transcriber: Transcriber, options: SpeechOptions, audio_dir: Path
+) -> None:
     samples = decode_file(speak(SENTENCES[:1], audio_dir / "one.wav")).samples
     policy = StreamingPolicy(transcriber, options)
     for i in range(0, len(samples), 8000):  # no trailing silence: the last words are still tentative
@@ -134,7 +139,9 @@ class Unsure:
         self.calls += 1
         seconds = len(audio) / SAMPLE_RATE
         self.longest = max(self.longest, seconds)
-        return [w(f" w{self.calls}x{i}", t, t + 0.3) for i, t in enumerate(np.arange(0.0, seconds - 0.3, 0.4))]
+        return [
+            w(f" w{self.calls}x{i}", t, t + 0.3) for i, t in enumerate(np.arange(0.0, seconds - 0.3, 0.4))
+        ]
 
 
 def test_the_buffer_is_bounded_when_passes_never_agree(audio_dir: Path) -> None:
