@@ -23,6 +23,8 @@ COMMAND_MODULES = (
     "ambient.commands.core",
     "ambient.commands.memory",
     "ambient.commands.daemon",
+    "ambient.commands.notes",
+    "ambient.commands.speech",
     "ambient.commands.bench",
 )
 

@@ -423,9 +423,10 @@ def loom_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # Each query says, in other words, what one node of the demo tree says.
 LOOM_QUERIES = [
     (
-        "a robed stranger arrives riding a mechanical horse made of gears",
-        "golden stallion of whirring clockwork",
+        "a wrecked restaurant by the highway with shattered glass everywhere",
+        "you come across a roadside diner",
     ),
+    ("mom recalls visiting the shopping center with dad", "I used to go there with your father"),
     ("an abandoned clinic taken over by plants, your mom pushing your wheelchair", "overrun by vegetation"),
     ("she had a job in a clock tower and wound the clock daily", "We had to wind up the clock every day"),
     ("a method in biology for comparing similar genes across species", "commonalities between separate gene"),

@@ -322,7 +322,7 @@ async def _idle(
         "folders": (count + 99) // 100,
         "seconds": round(wall, 1),
         "cpu_s": round(cpu, 4),
-        "core_percent": round(100 * cpu / wall, 3),
+        "core_percent": round(100 * cpu / wall, 4),
         "events": events,
         "threads": threads,
         "polling": polling,

@@ -290,6 +290,12 @@ class OfflineDiscord:
         await self.bot.wait_idle()
         return self.state._get_message(data["id"])
 
+    async def delete(self, message: Any) -> None:
+        """A person deletes ``message``; returns when the bot has handled the event."""
+        await message.delete()
+        await dpytest.run_all_events()
+        await self.bot.wait_idle()
+
     async def say_embed(self, channel: Any, member: str, title: str) -> Any:
         """A message with an embed and no text (as an app or a link preview posts)."""
         message = backend.make_message("", self.member(member), channel, embeds=[discord.Embed(title=title)])

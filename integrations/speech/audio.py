@@ -16,7 +16,7 @@ import dataclasses
 import importlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ def decode_file(path: str | Path) -> DecodedAudio:
 
 def iter_file(
     path: str | Path, chunk_seconds: float = 0.5, report: DecodeReport | None = None
-) -> Iterator[Samples]:
+) -> Generator[Samples, None, None]:
     """Yield the file's audio in chunks of ``chunk_seconds`` (16 kHz mono float32).
 
     Bad packets are skipped and counted; a file that ends before its declared

@@ -140,10 +140,12 @@ class SpeechSource(Source):
 
         Raises InvalidInput for a bad session id, an odd byte count or a sample rate out of range.
         """
-        session = self._session(_check_session_id(session_id), "browser")
+        _check_session_id(session_id)
         samples = audio.pcm16_to_float(frames)
+        audio.check_rate(sample_rate)
+        session = self._session(session_id, "browser")
         if session.resampler is None or session.resampler.rate != sample_rate:
-            session.resampler = audio.Resampler(audio.check_rate(sample_rate))
+            session.resampler = audio.Resampler(sample_rate)
         self._queue(session, session.resampler(samples))
 
     async def end_session(self, session_id: str) -> None:
@@ -312,6 +314,9 @@ class SpeechSource(Source):
                         await asyncio.sleep(0.01)
         except AmbientError as exc:
             self._error(session, str(exc))
+        finally:
+            with contextlib.suppress(ValueError):  # still running in a worker if run() was cancelled
+                chunks.close()
         for warning in report.warnings:
             self._status(session, "warning", warning)
         await self.end_session(session.id)

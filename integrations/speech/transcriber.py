@@ -198,14 +198,17 @@ class Transcriber:
 
         The encoder sees only the buffer (at least ``stream_window_seconds``), not Whisper's
         whole 30 s window, which makes a pass over a short buffer about three times cheaper
-        (below about 10 s tiny models start to loop); the number of new tokens is bounded so
-        a pass that loops cannot run away.
+        (below about 10 s tiny models start to loop). Only one window is decoded: faster-whisper
+        would decode the audio after the last word again as a second window, which costs as
+        much as the first and at most yields the start of a word the next pass hears whole.
+        The number of new tokens is bounded so a pass that loops cannot run away.
         """
         seconds = len(audio) / SAMPLE_RATE
         window = min(30.0, max(self.options.stream_window_seconds, 2 * math.ceil(seconds / 2 + 1)))
         segments = self._run(
             audio,
             window=window,
+            single_window=True,
             beam_size=self.options.stream_beam_size,
             vad_filter=False,
             condition_on_previous_text=False,
@@ -215,26 +218,39 @@ class Transcriber:
         )
         return list(_words(s for s in segments if keep_segment(s, self.options)))
 
-    def _run(self, audio: Samples, window: float | None = None, **kwargs: Any) -> list[Any]:
+    def _run(
+        self, audio: Samples, window: float | None = None, single_window: bool = False, **kwargs: Any
+    ) -> list[Any]:
         if len(audio) == 0:
             return []
         model = self.model
+        language = self.options.language or None
         with model.lock:  # one pass at a time: the threads are not shared well, and encode_frames
             model.encode_frames = int(window * FRAMES_PER_SECOND) if window else None
+            model.encodes_left = (1 if language else 2) if single_window else None  # + language detection
             segments, _info = model.transcribe(
                 np.asarray(audio, dtype=np.float32),
-                language=self.options.language or None,
+                language=language,
                 word_timestamps=True,
                 no_speech_threshold=self.options.no_speech_threshold,
                 log_prob_threshold=self.options.logprob_threshold,
                 compression_ratio_threshold=self.options.compression_ratio_threshold,
                 **kwargs,
             )
-            return list(segments)
+            out: list[Any] = []
+            try:
+                out.extend(segments)
+            except _WindowDone:
+                pass
+            return out
 
     def close(self) -> None:
         """Let go of the model (freed when no other transcriber uses it)."""
         self._model = None
+
+
+class _WindowDone(Exception):
+    """Raised inside faster-whisper's segment generator to stop it after the first window."""
 
 
 @functools.cache
@@ -243,13 +259,18 @@ def _fitted_whisper_class() -> type[Any]:
     from faster_whisper import WhisperModel
 
     class FittedWhisper(WhisperModel):  # type: ignore[misc]
-        encode_frames: int | None = None
+        encode_frames: int | None = None  # encode only this many frames of the window
+        encodes_left: int | None = None  # stop (raise _WindowDone) before encoding another window
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.lock = threading.Lock()
 
         def encode(self, features: Any) -> Any:
+            if self.encodes_left is not None:
+                if self.encodes_left <= 0:
+                    raise _WindowDone
+                self.encodes_left -= 1
             if self.encode_frames is not None:
                 features = np.ascontiguousarray(features[..., : self.encode_frames])
             return super().encode(features)

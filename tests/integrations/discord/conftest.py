@@ -87,15 +87,3 @@ async def world(app: App) -> AsyncIterator[World]:
     world = await make_world(app)
     yield world
     await world.discord.stop()
-
-
-@pytest.fixture(scope="session")
-def tiny_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shared tiny model if tests/conftest.py provides one, else one built here (seconds)."""
-    try:
-        path: Path = request.getfixturevalue("tiny_model_path")
-        return path
-    except Exception:  # not provided (or not session-scoped): build our own
-        from ambient.models import build_tiny_model
-
-        return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))

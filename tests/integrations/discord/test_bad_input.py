@@ -34,8 +34,7 @@ async def test_deleted_messages_leave_the_context(world: World) -> None:
     await world.discord.say("keep this", general, "Alice")
     regret = await world.discord.say("my password is hunter2", general, "Bob")
     await world.discord.say("and this", general, "Carol")
-    await regret.delete()
-    await world.bot.wait_idle()
+    await world.discord.delete(regret)
     await world.discord.say("!continue 1", general, "Alice")
     prompt = world.sampler.prompts[-1]
     assert "hunter2" not in prompt and prompt.startswith("Alice_0_nick: keep this\n")
@@ -46,8 +45,7 @@ async def test_menu_on_a_message_deleted_meanwhile(world: World) -> None:
     await world.discord.say("something", general, "Alice")
     gone = await world.discord.say("soon gone", general, "Bob")
     raw = world.discord.raw_message(general.id, gone.id)
-    await gone.delete()
-    await world.bot.wait_idle()
+    await world.discord.delete(gone)
     payload = world.discord._payload(
         2,
         general,

@@ -136,3 +136,22 @@ async def test_long_continuations_are_split_with_a_marker(world: World) -> None:
     assert posted[0].content.endswith(CONTINUED) and not posted[0].custom_ids
     assert posted[1].custom_ids  # the buttons come with the last part
     assert posted[0].content.startswith("**1.** b0w0")
+
+
+async def test_listening_in_a_thread_stores_a_branch(world: World) -> None:
+    world.allow(listen_channels=("general",), channels=("general",))
+    general = await conversation(world)
+    await world.discord.say("!continue 1", general, "Carol")
+    thread = world.discord.thread(world.offers()[0].channel_id)
+    await world.discord.say("in the thread now", thread, "Alice")
+    await world.discord.say("and still here", thread, "Bob")
+    await world.discord.say("meanwhile in the channel", general, "Carol")
+    assert len(world.discord.sent) == 1  # only the continuation someone asked for
+    tree = world.store.find_tree(tree_source(general.guild.id, general.id))
+    assert tree is not None
+    by_text = {n.text: n for n in world.store.tree_nodes(tree.id)}
+    anchor = by_text["Bob_1_nick: yes, the mountains\n"]
+    alice = by_text["Alice_0_nick: in the thread now\n"]
+    assert alice.parent_id == anchor.id
+    assert by_text["Bob_1_nick: and still here\n"].parent_id == alice.id
+    assert by_text["Carol_2_nick: meanwhile in the channel\n"].parent_id == anchor.id  # the channel goes on

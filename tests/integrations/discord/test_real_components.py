@@ -21,8 +21,10 @@ from tests.integrations.discord.conftest import World, make_config, make_world
 
 
 @pytest.fixture
-async def tiny_world(tmp_path: Path, tiny_model: Path) -> AsyncIterator[World]:
-    config = make_config(tmp_path, model__path=str(tiny_model), model__device="cpu", sampling__max_tokens=8)
+async def tiny_world(tmp_path: Path, tiny_model_path: Path) -> AsyncIterator[World]:
+    config = make_config(
+        tmp_path, model__path=str(tiny_model_path), model__device="cpu", sampling__max_tokens=8
+    )
     app = App(config)
     world = await make_world(app)
     yield world
