@@ -291,6 +291,24 @@ def test_corrupt_index_gives_a_clear_error_and_reindex_fixes_it(
         index.close()
 
 
+def test_a_replaced_store_is_indexed_from_scratch(local_config: Config) -> None:
+    with TreeStore(local_config.db_path) as store:
+        build_corpus(store)
+        index = open_memory(local_config)
+        index.sync(store)
+    local_config.db_path.unlink()  # a new, smaller store whose versions start again at 1
+    for suffix in ("-wal", "-shm"):
+        Path(str(local_config.db_path) + suffix).unlink(missing_ok=True)
+    try:
+        with TreeStore(local_config.db_path) as store:
+            _, root = store.create_tree("A new beginning.\n", source="cli")
+            node = store.add_node(root.id, TEXTS["bread"])
+            assert index.sync(store) == 2
+            assert top_ids(index, "making homemade loaves at the weekend", 1) == [node.id]
+    finally:
+        index.close()
+
+
 def test_index_path_that_is_a_file(local_config: Config) -> None:
     local_config.home.mkdir(parents=True)
     local_config.memory_dir.write_text("not a folder")

@@ -14,8 +14,11 @@ length between them (a person thinking aloud). With the configured speech model
   minus the time its word ends in the audio (word end times from the offline
   transcription's word timestamps, matched word by word), p50 and p95.
 
-Side by side: the same streaming run with Whisper's full 30 s encoder window, the
-plain faster-whisper way (skipped with ``--quick``).
+Side by side (skipped with ``--quick``): the same run on a clock that counts the
+process's CPU time instead of wall time (what the figures would be if no other
+program shared the CPU; with several threads it over-counts, so it is pessimistic
+for an idle machine), and the run with Whisper's full 30 s encoder window, the plain
+faster-whisper way.
 """
 
 from __future__ import annotations
@@ -134,6 +137,7 @@ def _streaming(
         "latency_p95_s": round(float(np.percentile(latencies, 95)), 2) if latencies else None,
         "latency_max_s": round(max(latencies), 2) if latencies else None,
         "words": len(streamed.words),
+        "text": streamed.text,
     }
 
 

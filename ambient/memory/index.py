@@ -53,6 +53,7 @@ class SyncState:
     collection_id: str = ""
     embedder: str = ""
     doc_version: int = DOC_VERSION
+    nodes: int = 0  # the store's node count at the last sync: fewer now means another store
 
 
 class MemoryIndex:
@@ -137,6 +138,10 @@ class MemoryIndex:
         with self._lock:
             builder = DocBuilder(store, self.embedder.identity)
             seen = embedded = 0
+            if store.node_count() < self._state.nodes:  # a replaced store: versions start over
+                self._state.version = 0
+            if self._state.version == 0:
+                self._purge_missing(store)
             while True:
                 batch = _changes(store, self._state.version, SYNC_BATCH)
                 if not batch:
@@ -144,6 +149,7 @@ class MemoryIndex:
                 embedded += self._index(store, builder, [n for _, n in batch])
                 seen += len(batch)
                 self._state.version = batch[-1][0]
+                self._state.nodes = store.node_count()
                 self._save_state()
                 if progress is not None:
                     progress(seen, embedded)
@@ -159,6 +165,26 @@ class MemoryIndex:
             self._state = SyncState(0, str(self._collection.id), self.embedder.identity)
             self._save_state()
             return self.sync(store, progress)
+
+    def _purge_missing(self, store: TreeStore) -> None:
+        """Delete entries whose node is not in the store (before a full pass: the store is the truth)."""
+        with self.location.guard("read"):
+            if self._collection.count() == 0:
+                return
+        known = {n.id for n in store.iter_nodes()}
+        offset, stale = 0, []
+        while True:
+            with self.location.guard("read"):
+                ids = self._collection.get(limit=5000, offset=offset, include=[])["ids"]
+            if not ids:
+                break
+            stale += [i for i in ids if i not in known]
+            offset += len(ids)
+        for start in range(0, len(stale), 5000):
+            with self.location.guard("written"):
+                self._collection.delete(ids=stale[start : start + 5000])
+        if stale:
+            _LOGGER.info("removed %d index entries whose nodes are gone", len(stale))
 
     def _index(self, store: TreeStore, builder: DocBuilder, nodes: Sequence[Node]) -> int:
         """Embed the nodes whose embedded text changed; refresh the rest. Returns how many were embedded."""

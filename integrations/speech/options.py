@@ -31,7 +31,7 @@ class SpeechOptions:
     pause_seconds: float = 1.5  # silence after speech that ends a thought and asks for an offer
     step_seconds: float = 0.5  # new audio between two streaming passes
     stream_window_seconds: float = 10.0  # the encoder sees at least this much (30 = Whisper's full window)
-    commit_margin_seconds: float = 0.2  # a word ending this close to the end of a pass is not yet agreed on
+    commit_margin_seconds: float = 0.4  # a word ending this close to the end of a pass is not yet agreed on
     buffer_seconds: float = 15.0  # most audio the streaming buffer holds before it is trimmed
     vad_threshold: float = 0.5  # Silero speech probability above which a window is speech
     min_silence_seconds: float = 0.3  # shorter gaps inside speech do not split it

@@ -92,18 +92,21 @@ class SpeechSource(Source):
 
     # ------------------------------------------------------------ lifecycle
     async def setup(self) -> None:
-        options = self.options.validate()
-        self._transcriber = await self._in_whisper(Transcriber, options)
-        await self._in_whisper(lambda: self._require_transcriber().model)  # load once, now
-        if options.input == "mic":
-            audio.import_sounddevice()
-        elif options.input != "none":
-            path = Path(options.input).expanduser()
-            if not path.is_file():
+        """Check the options, the model folder and the input; load the model once."""
+        try:
+            options = self.options.validate()
+            if options.input == "mic":
+                audio.import_sounddevice()
+            elif options.input != "none" and not Path(options.input).expanduser().is_file():
                 raise InvalidInput(
                     f"sources.speech.input {options.input!r} is not a file: give an audio file, 'mic', "
                     "or 'none' (browser only)"
                 )
+            self._transcriber = await self._in_whisper(Transcriber, options)
+            await self._in_whisper(lambda: self._require_transcriber().model)
+        except BaseException:
+            await self.unload()  # the daemon does not unload a source whose setup failed
+            raise
 
     async def run(self) -> None:
         kind = self.options.input

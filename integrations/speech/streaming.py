@@ -286,9 +286,10 @@ class StreamingPolicy:
         self._trim_at_sentence_end()
 
     def _in_speech(self, words: list[Word]) -> list[Word]:
-        """Words whose middle lies in detected speech (Whisper invents text in silence)."""
-        regions = self.vad.regions(self.options.min_silence_seconds, self.options.speech_pad_seconds + 0.1)
-        return [w for w in words if any(s <= (w.start + w.end) / 2 <= e for s, e in regions)]
+        """Words that overlap detected speech: Whisper invents text in silence (but also
+        stretches a sentence's last word into the silence after it, so overlap is enough)."""
+        regions = self.vad.regions(self.options.min_silence_seconds, self.options.speech_pad_seconds)
+        return [w for w in words if any(w.start < e and w.end > s for s, e in regions)]
 
     def _prompt(self) -> str:
         before = [w for w in self.committed if w.end <= self.buffer_start + 0.01]

@@ -84,6 +84,19 @@ async def test_mic_input_without_sounddevice(hub: MiniHub, monkeypatch: pytest.M
         await started(hub, input="mic")
 
 
+def test_a_gpu_gets_float16_and_a_cpu_int8(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctranslate2
+
+    from integrations.speech.transcriber import resolve_device
+
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 1)
+    assert resolve_device("auto", "auto") == ("cuda", "float16")
+    assert resolve_device("cpu", "auto") == ("cpu", "int8")
+    assert resolve_device("auto", "int8_float16") == ("cuda", "int8_float16")
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 0)
+    assert resolve_device("auto", "auto") == ("cpu", "int8")
+
+
 # ---------------------------------------------------------------- browser frames
 @pytest.fixture(scope="module")
 def pcm_48k(speech_22k: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
