@@ -14,13 +14,15 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ambient.app import App
 from ambient.cli import main
 from ambient.config import Config, load_config
-from ambient.errors import InvalidInput, MemoryUnavailable
-from ambient.memory import MemoryIndex, open_memory
+from ambient.errors import InvalidInput, MemoryUnavailable, ModelUnavailable
+from ambient.memory import MemoryIndex, get_embedder, open_memory
+from ambient.memory.embedder import resolve_embedder_path
 from ambient.offers import make_offer, options_from
 from ambient.sampling.registry import register_backend
 from ambient.store import TreeStore
@@ -137,6 +139,25 @@ def build_corpus(store: TreeStore) -> dict[str, str]:
 
 def top_ids(memory: MemoryIndex, query: str, k: int = 3, **filters: str) -> list[str]:
     return [f.node_id for f in memory.search(query, k, **filters)]
+
+
+# ------------------------------------------------------------------ embedder
+def test_embedder_gives_unit_vectors_and_refuses_missing_models(tmp_path: Path) -> None:
+    embedder = get_embedder(make_config(tmp_path))
+    vectors = embedder.embed(["a cat sat on the mat", "a kitten rested on the rug", "tax law reform"])
+    assert vectors.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.3
+    assert np.allclose(embedder.embed(["tax law reform"])[0], vectors[2], atol=1e-5)  # batch-independent
+    with pytest.raises(ModelUnavailable, match="never downloads"):
+        resolve_embedder_path(str(tmp_path / "no-model-here"))
+
+
+def test_chroma_uses_ambients_embedding_function(memory: MemoryIndex) -> None:
+    before = memory.embedder.embedded
+    memory.collection.add(ids=["x1"], documents=["a lighthouse in the fog"], metadatas=[{"node_id": "x1"}])
+    found = memory.collection.query(query_texts=["a beacon on a misty coast"], n_results=1)
+    assert found["ids"][0] == ["x1"] and memory.embedder.embedded == before + 2
 
 
 # ------------------------------------------------------------- search, sync

