@@ -275,10 +275,6 @@ class Daemon:
         """Queue an event (debounced per key; a newer one cancels the older one's sampling)."""
         self.pipeline.submit(event)
 
-    def submit_job(self, event: SourceEvent) -> Job:
-        """Like :meth:`submit`, returning the job (for benchmarks and tests)."""
-        return self.pipeline.submit(event)
-
     async def offer_now(self, event: SourceEvent) -> Offer:
         """Sample for ``event`` right away and return the finished offer."""
         job = self.pipeline.submit(dataclasses.replace(event, debounce=False), wait=True)

@@ -337,15 +337,20 @@ def test_index_path_that_is_a_file(local_config: Config) -> None:
         open_memory(local_config)
 
 
-def test_reindex_of_a_healthy_index(local_config: Config) -> None:
+def test_reindex_of_a_healthy_index(config: Config, store: TreeStore) -> None:
     from ambient.memory import reindex
 
-    with TreeStore(local_config.db_path) as store:
-        build_corpus(store)
-        result = reindex(local_config, store)
-        assert result.moved_aside is None and result.nodes == store.node_count()
-        again = reindex(local_config, store)
-        assert again.nodes == result.nodes and again.moved_aside is None
+    ids = build_corpus(store)
+    result = reindex(config, store)
+    assert result.moved_aside is None and result.nodes == result.embedded == store.node_count()
+    again = reindex(config, store)
+    assert again.nodes == result.nodes and again.moved_aside is None
+    index = open_memory(config)
+    try:
+        assert index.sync(store) == 0
+        assert top_ids(index, "making homemade loaves at the weekend", 1) == [ids["bread"]]
+    finally:
+        index.close()
 
 
 # -------------------------------------------------------------- server down

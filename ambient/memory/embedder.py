@@ -64,7 +64,10 @@ def resolve_embedder_path(value: str) -> Path:
 
 
 class Embedder:
-    """Texts to unit vectors, in batches sorted by length (less padding)."""
+    """Texts to unit vectors, in batches sorted by length (less padding).
+
+    Thread-safe: one lock serialises forward passes, batch by batch.
+    """
 
     def __init__(self, folder: Path, *, batch_size: int = 64, max_length: int | None = None) -> None:
         self.folder = Path(folder)
@@ -108,12 +111,13 @@ class Embedder:
             return np.zeros((0, 0), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         rows: list[Vectors] = []
-        with self._lock, _one_thread_if(len(texts) <= SMALL_BATCH):
-            self._load_locked()
-            for start in range(0, len(order), self.batch_size):
-                batch = [texts[i] for i in order[start : start + self.batch_size]]
+        for start in range(0, len(order), self.batch_size):
+            batch = [texts[i] for i in order[start : start + self.batch_size]]
+            # one batch at a time: a search waits for one batch of a long sync, not for all of it
+            with self._lock, _one_thread_if(len(texts) <= SMALL_BATCH):
+                self._load_locked()
                 rows.append(self._forward(batch))
-            self.embedded += len(texts)
+                self.embedded += len(batch)
         vectors = np.concatenate(rows)
         out = np.empty_like(vectors)
         out[order] = vectors

@@ -70,7 +70,7 @@ class Location:
                 f"move it aside and rebuild it from the trees (no tree is lost; they are in {self.db_path})"
             )
         return MemoryUnavailable(
-            f"the Chroma server at memory.url = {self.url} failed while {doing} ({detail}): start it "
+            f"the Chroma server at memory.url = {self.url} cannot be {doing} ({detail}): start it "
             "(`chroma run --host HOST --port PORT --path DIR`) or fix memory.url (empty = embedded index); "
             "until then ambient continues without retrieval"
         )
