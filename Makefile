@@ -12,7 +12,7 @@ export ANONYMIZED_TELEMETRY := False
 .PHONY: run test setup system lint typecheck pytest bench clean
 
 run: setup
-	$(BIN)/ambient prepare
+	$(BIN)/ambient prepare --demo
 	$(BIN)/ambient run
 
 setup: $(STAMP)

@@ -1,4 +1,4 @@
-"""The REST API: trees, nodes, offers, pick, edit, prune, bookmark, regenerate, search, status.
+"""The REST API: trees, nodes, offers, pick, edit, prune, bookmark, regenerate, accept, search, status.
 
 Each route is declared once in :data:`ROUTES` with its request fields; the
 same table validates requests and writes the OpenAPI document
@@ -211,6 +211,23 @@ def _manual(request: web.Request) -> ManualInput:
     return cast(ManualInput, source)
 
 
+class NoteAccepter(Protocol):
+    """What the API needs from the notes source (integrations/files)."""
+
+    async def accept(self, node_id: str) -> Any: ...
+
+
+NOTES_SOURCE_NAMES = ("notes", "files")  # the notes integration lives in integrations/files/
+
+
+def _notes_source(daemon: Daemon) -> NoteAccepter | None:
+    for name in NOTES_SOURCE_NAMES:
+        source = daemon.sources.get(name)
+        if source is not None:
+            return cast(NoteAccepter, source)
+    return None
+
+
 def _json(payload: Any, status: int = 200) -> web.Response:
     return web.json_response(payload, status=status, dumps=functools.partial(json.dumps, ensure_ascii=False))
 
@@ -358,6 +375,39 @@ async def regenerate(request: web.Request) -> web.Response:
     return _json({"queued": True, "parent_id": node_id}, status=202)
 
 
+async def accept(request: web.Request) -> web.Response:
+    """Insert a note continuation into its note, at the point it was offered for."""
+    await read_body(request, ())
+    daemon = _daemon(request)
+    node_id = request.match_info["node_id"]
+    node = await _blocking(request, daemon.app.store.get_node, node_id)  # unknown: 404
+    source = _notes_source(daemon)
+    if source is not None:
+        result = await source.accept(node_id)
+    else:  # the notes source is not running: accept directly (the note is still on disk)
+        from integrations.files.accept import accept_node
+
+        result = await _blocking(
+            request, accept_node, daemon.app.store, node_id, max_bytes=_max_bytes(daemon)
+        )
+        daemon.publish("note_accepted", result.as_dict())
+    path = await _blocking(request, lambda: [n.id for n in daemon.app.store.ancestry(node.id)])
+    picked = await _blocking(request, daemon.app.store.get_node, node_id)
+    daemon.publish("picked", {"node": picked.as_dict(tokens=False), "path": path})
+    daemon.schedule_index()
+    return _json({"accepted": result.as_dict()})
+
+
+def _max_bytes(daemon: Daemon) -> int:
+    from integrations.files.options import NotesOptions
+
+    for name in NOTES_SOURCE_NAMES:
+        table = daemon.config.sources.get(name)
+        if table and isinstance(table.get("max_bytes"), int):
+            return int(table["max_bytes"])
+    return NotesOptions.max_bytes
+
+
 async def get_offer(request: web.Request) -> web.Response:
     offer_id = request.match_info["offer_id"]
     offer, nodes = await _blocking(request, _offer_view, _app(request), offer_id)
@@ -493,6 +543,17 @@ ROUTES: tuple[Route, ...] = (
         status=202,
         body=SAMPLING,
         errors=(*NODE_ERRORS, 503),
+    ),
+    Route(
+        "POST",
+        "/api/nodes/{node_id}/accept",
+        accept,
+        "insert a note continuation into its note at the point it was offered for (409 when the note "
+        "changed around that point; nothing is written then)",
+        "AcceptResult",
+        body=(),
+        errors=(*NODE_ERRORS, 409),
+        tag="notes",
     ),
     Route(
         "GET",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 
 from ambient.config import Config
 from ambient.context import ContextBuilder, Retriever
@@ -25,6 +26,7 @@ class App:
         self.config = config
         self._sampler = sampler
         self.memory_warning: str | None = None
+        self._index_lock = threading.Lock()  # one sync at a time, whoever asks
 
     @functools.cached_property
     def store(self) -> TreeStore:
@@ -71,7 +73,8 @@ class App:
         if memory is None:
             return 0
         try:
-            return memory.sync(self.store)
+            with self._index_lock:
+                return memory.sync(self.store)
         except AmbientError as exc:
             self.memory_warning = f"memory not updated: {exc}"
             _LOGGER.warning("%s", self.memory_warning)

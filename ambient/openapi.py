@@ -182,6 +182,19 @@ SCHEMAS: dict[str, Schema] = {
     "OfferView": _obj({"offer": _ref("Offer"), "nodes": NODES}),
     "SearchResults": _obj({"query": STR, "results": _array(FRAGMENT)}),
     "PickLog": _obj({"offers": _array(PICK_RECORD)}),
+    "Accepted": _obj(
+        {
+            "node_id": STR,
+            "path": STR,
+            "point": INT,
+            "inserted": STR,
+            "relocated": BOOL,
+            "line": INT,
+            "column": INT,
+            "sha256": STR,
+        }
+    ),
+    "AcceptResult": _obj({"accepted": _ref("Accepted")}),
 }
 
 ERROR_TEXT = {
@@ -189,6 +202,7 @@ ERROR_TEXT = {
     401: "no token, or a wrong one",
     403: "a foreign Host or Origin",
     404: "unknown id or route",
+    409: "the action no longer fits the current state (e.g. the note changed around the point)",
     413: "the body is larger than server.max_body_bytes",
     415: "the body is not JSON",
     503: "a service is not available (memory, the manual source, shutting down)",
@@ -256,13 +270,45 @@ def _path_params(path: str) -> list[str]:
     return [part[1:-1] for part in path.split("/") if part.startswith("{") and part.endswith("}")]
 
 
+EVENT_TYPES = (
+    "hello",
+    "offer_started",
+    "token",
+    "offer_done",
+    "offer_failed",
+    "picked",
+    "node_created",
+    "node_updated",
+    "note_changed",
+    "note_accepted",
+    "transcript",
+    "speech_status",
+)
+EVENTS_DESCRIPTION = (
+    "Server to client: one JSON text per event, {type, data}; types: "
+    + ", ".join(EVENT_TYPES)
+    + ". note_changed: {path, tree_id, version, point, point_node_id}; note_accepted: an Accepted; "
+    "transcript: {session, tree_id, node_id, committed: [{start, end, text}], tentative, time, pause, "
+    "pauses}; speech_status: {session, state, message}.\n\n"
+    'Client to server: the text "ping" (answered by {type: "pong"}); and speech from the browser: '
+    'first the text {"type": "speech_start", "session": ID, "sample_rate": 16000} (ID: 1 to 100 '
+    "letters, digits, '_', '.', ':' or '-'; sample_rate defaults to 16000), then binary messages of "
+    "16-bit little-endian mono PCM (about 100 ms each, at most 64 KiB), then the text "
+    '{"type": "speech_stop", "session": ID}; closing the socket also ends the session. The '
+    "transcript comes back as transcript events; the session's tree (source speech:ID) gets offers "
+    'at each pause. Problems come back as the text {"type": "error", "message": ..., "data": '
+    "{message}} and the socket stays open: speech is off (no [sources.speech] in ambient.toml), "
+    "an odd byte count, a bad sample rate or session id, audio before speech_start."
+)
+
+
 def _extra_paths() -> dict[str, Schema]:
     html = {"text/html": {"schema": STR}}
     return {
         "/api/events": {
             "get": {
-                "summary": "WebSocket of live events: hello, offer_started, token, offer_done, offer_failed, "
-                "picked, node_created, node_updated; each a JSON text {type, data}",
+                "summary": "WebSocket of live events, and speech from the browser",
+                "description": EVENTS_DESCRIPTION,
                 "operationId": "events",
                 "tags": ["daemon"],
                 "responses": {

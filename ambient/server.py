@@ -14,9 +14,11 @@ Middlewares, outermost first:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 from aiohttp import WSMsgType, web
 
@@ -148,9 +150,12 @@ async def openapi(request: web.Request) -> web.Response:
 
 # --------------------------------------------------------------- WebSocket
 async def events(request: web.Request) -> web.StreamResponse:
-    """Live events (JSON ``{type, data}``).
+    """Live events (JSON ``{type, data}``), and speech from the browser.
 
-    Types: hello, offer_started, token, offer_done, offer_failed, picked, node_created, node_updated.
+    Types: see :data:`ambient.openapi.EVENT_TYPES` (hello, offer_started, token, offer_done,
+    offer_failed, picked, node_created, node_updated, note_changed, note_accepted, transcript,
+    speech_status). The client may send ``"ping"``, and speech: a ``speech_start`` text message,
+    binary 16-bit little-endian mono PCM frames, then ``speech_stop`` (see :class:`SpeechLink`).
     """
     daemon = request.app[DAEMON]
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=64 * 1024)
@@ -158,17 +163,134 @@ async def events(request: web.Request) -> web.StreamResponse:
     sub = daemon.subscribe()
     request.app[SOCKETS].add(ws)
     pump = asyncio.get_running_loop().create_task(_pump(sub, ws))
+    speech = SpeechLink(daemon, ws)
     try:
         await ws.send_str(json.dumps({"type": "hello", "data": daemon.status()}))
         async for msg in ws:
-            if msg.type == WSMsgType.TEXT and msg.data == "ping":
-                await ws.send_str(json.dumps({"type": "pong", "data": {}}))
+            if msg.type == WSMsgType.TEXT:
+                if msg.data == "ping":
+                    await ws.send_str(json.dumps({"type": "pong", "data": {}}))
+                else:
+                    await speech.text(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                await speech.frames(msg.data)
     finally:
+        await speech.close()
         daemon.unsubscribe(sub)
         request.app[SOCKETS].discard(ws)
         pump.cancel()
         await asyncio.gather(pump, return_exceptions=True)
     return ws
+
+
+SPEECH_OFF = "speech is off: add [sources.speech] to ambient.toml"
+
+
+class SpeechInput(Protocol):
+    """What the WebSocket needs from the speech source (integrations/speech)."""
+
+    async def feed_pcm16(self, session_id: str, frames: bytes, sample_rate: int = 16000) -> None: ...
+
+    async def end_session(self, session_id: str) -> None: ...
+
+
+class SpeechLink:
+    """One socket's speech session: ``speech_start``, binary PCM frames, ``speech_stop`` (or the close).
+
+    Every problem is an ``{"type": "error", "message"}`` text to this client; the socket stays open.
+    """
+
+    def __init__(self, daemon: Daemon, ws: web.WebSocketResponse) -> None:
+        self.daemon = daemon
+        self.ws = ws
+        self.session: str | None = None
+        self.sample_rate = 16000
+        self._ending: set[asyncio.Task[None]] = set()
+
+    def _source(self) -> SpeechInput | None:
+        source = self.daemon.sources.get("speech")
+        return cast(SpeechInput, source) if source is not None else None
+
+    async def error(self, message: str) -> None:
+        payload = {"type": "error", "message": message, "data": {"message": message}}
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.ws.send_str(json.dumps(payload, ensure_ascii=False))
+
+    def _off(self) -> str:
+        problem = self.daemon.sources.problems.get("speech")
+        return f"speech is off ({problem})" if problem else SPEECH_OFF
+
+    async def text(self, data: str) -> None:
+        try:
+            message = json.loads(data)
+        except ValueError:
+            await self.error('a text message must be "ping" or a JSON object with a "type"')
+            return
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "speech_start":
+            await self._start(message)
+        elif kind == "speech_stop":
+            await self._stop(message.get("session"))
+        else:
+            await self.error(f"unknown message type {kind!r}: expected speech_start or speech_stop")
+
+    async def _start(self, message: dict[str, Any]) -> None:
+        if self._source() is None:
+            await self.error(self._off())
+            return
+        session, rate = message.get("session"), message.get("sample_rate", 16000)
+        if not isinstance(session, str) or not session:
+            await self.error('speech_start needs "session": a string id')
+            return
+        if not isinstance(rate, int) or isinstance(rate, bool):
+            await self.error(f'speech_start "sample_rate" must be an integer (Hz), got {rate!r}')
+            return
+        if self.session is not None and self.session != session:
+            self._end(self.session)
+        self.session, self.sample_rate = session, rate
+
+    async def _stop(self, session: Any) -> None:
+        if self.session is None or (session is not None and session != self.session):
+            await self.error(f"no speech session {session!r} is running on this socket")
+            return
+        self._end(self.session)
+        self.session = None
+
+    async def frames(self, data: bytes) -> None:
+        source = self._source()
+        if source is None:
+            await self.error(self._off())
+            return
+        if self.session is None:
+            await self.error('send {"type": "speech_start", "session": ID} before audio frames')
+            return
+        try:
+            await source.feed_pcm16(self.session, data, self.sample_rate)
+        except AmbientError as exc:
+            await self.error(str(exc))
+
+    def _end(self, session: str) -> None:
+        """End a session in the background (it waits for the last transcription); the socket goes on."""
+        source = self._source()
+        if source is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._end_quietly(source, session))
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
+
+    async def _end_quietly(self, source: SpeechInput, session: str) -> None:
+        try:
+            await source.end_session(session)
+        except Exception:
+            _LOGGER.exception("speech session %s did not end cleanly", session)
+
+    async def close(self) -> None:
+        """The socket closed: end its session."""
+        if self.session is not None:
+            self._end(self.session)
+            self.session = None
+        if self._ending:
+            await asyncio.gather(*self._ending, return_exceptions=True)
 
 
 async def _pump(sub: Subscriber, ws: web.WebSocketResponse) -> None:

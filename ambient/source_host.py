@@ -27,6 +27,10 @@ _LOGGER = logging.getLogger(__name__)
 
 PACKAGE = "integrations"
 BUILTIN_SOURCES = ("manual",)
+# Tried even without a [sources.NAME] table, so that `ambient run` says in one line why they are off.
+ALWAYS_TRIED = ("discord",)
+# Config names whose integration folder has another name: [sources.notes] lives in integrations/files/.
+ALIASES = {"notes": "files"}
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
@@ -34,20 +38,21 @@ def load_source_class(name: str) -> type[Source]:
     """The ``SOURCE`` class of ``integrations/<name>/``."""
     if not _NAME.fullmatch(name):
         raise ConfigError(f"[sources.{name}]: a source name is lower-case letters, digits and '_'")
-    module_name = f"{PACKAGE}.{name}"
+    folder = ALIASES.get(name, name)
+    module_name = f"{PACKAGE}.{folder}"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name not in (module_name, PACKAGE):
             raise ConfigError(f"source {name!r} needs the package {exc.name!r}: install it") from exc
         raise ConfigError(
-            f"unknown source [sources.{name}]: there is no integrations/{name}/; "
+            f"unknown source [sources.{name}]: there is no integrations/{folder}/; "
             "remove the table or check its spelling"
         ) from None
     cls = getattr(module, "SOURCE", None)
     if not (isinstance(cls, type) and issubclass(cls, Source)):
         raise ConfigError(
-            f"integrations/{name}/ does not expose SOURCE, a subclass of ambient.sources.Source"
+            f"integrations/{folder}/ does not expose SOURCE, a subclass of ambient.sources.Source"
         )
     return cls
 
@@ -74,7 +79,7 @@ class SourceHost:
         self.problems: dict[str, str] = {}  # name -> one line: why it is not running
 
     def names(self) -> list[str]:
-        return list(dict.fromkeys([*BUILTIN_SOURCES, *self.tables]))
+        return list(dict.fromkeys([*BUILTIN_SOURCES, *ALWAYS_TRIED, *self.tables]))
 
     async def start(self) -> None:
         for name in self.names():

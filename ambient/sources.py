@@ -66,6 +66,9 @@ class Hub(Protocol):
     def on_offer(self, callback: Callable[[Offer], Awaitable[None] | None]) -> None:
         """Be told when any offer is finished (e.g. to rewrite a sidecar)."""
 
+    def schedule_index(self) -> None:
+        """Ask for the memory index to catch up with the store soon (in the background)."""
+
 
 class Source(abc.ABC):
     """One integration."""

@@ -159,7 +159,19 @@ class TreeStore:
                 listener(event, node)
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction. ``durable=False`` skips the fsync, for records that
+        are not acknowledged to anyone (a later durable commit flushes them too)."""
+        with self._lock:
+            if not durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                yield from self._transaction()
+            finally:
+                if not durable:
+                    self._db.execute("PRAGMA synchronous=FULL")
+
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -432,10 +444,14 @@ class TreeStore:
         settings: dict[str, Any],
         meta: dict[str, Any] | None = None,
     ) -> Offer:
-        """Record that N continuations are being sampled at ``parent_id``."""
+        """Record that N continuations are being sampled at ``parent_id``.
+
+        Not fsynced: a streaming offer is acknowledged to nobody, and one left
+        behind by a crash is marked failed at the next start.
+        """
         parent = self.get_node(parent_id)
         offer_id = new_id()
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             db.execute(
                 "INSERT INTO offers (id, tree_id, parent_id, state, settings, meta, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",

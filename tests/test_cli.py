@@ -135,3 +135,20 @@ def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for command in ("continue", "pick", "show", "import", "export"):
         assert f"ambient {command}" in out
+
+
+def test_demo_notes_folder_and_config(tmp_path: Path) -> None:
+    from ambient.app import App
+    from ambient.commands.core import make_demo
+    from ambient.config import load_config
+
+    env = {"AMBIENT_HOME": str(tmp_path)}
+    made = make_demo(App(load_config(env=env)))
+    assert (tmp_path / "notes" / "welcome.md").read_text().startswith("# Welcome to ambient")
+    assert set(made) == {"demo notes", "config"}
+    config = load_config(env=env)
+    assert config.sources["notes"]["folders"] == [str(tmp_path / "notes")]
+    # a second run changes nothing, and an existing config is never overwritten
+    (tmp_path / "ambient.toml").write_text("[sampling]\nn = 2\n")
+    assert make_demo(App(load_config(env=env))) == {}
+    assert (tmp_path / "ambient.toml").read_text() == "[sampling]\nn = 2\n"

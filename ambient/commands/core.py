@@ -55,6 +55,9 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("prepare", help="prepare the default models (first time: about a minute)")
+    p.add_argument(
+        "--demo", action="store_true", help="also make a demo notes folder and a config watching it (once)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_prepare)
 
@@ -283,12 +286,44 @@ def cmd_prepare(args: argparse.Namespace, app: App) -> int:
         result["embedder"] = str(prepare_embedder(app.config))
     except ImportError:
         pass
+    if args.demo:
+        result.update(make_demo(app))
     if args.json:
         _print_json(result)
     else:
         for key, value in result.items():
             print(f"{key}: {value}")
     return 0
+
+
+DEMO_NOTE = """# Welcome to ambient
+
+Write in this note with any editor and save it. A moment later ambient offers
+a few ways it could go on, in the web UI and in a sidecar file beside your data.
+Nothing is ever written here unless you accept a continuation yourself.
+
+The lighthouse keeper had not spoken to anyone in three weeks when
+"""
+
+
+def make_demo(app: App) -> dict[str, str]:
+    """A demo notes folder with one note, and a config that watches it, unless a config exists."""
+    home = app.config.home
+    folder = home / "notes"
+    config_file = app.config.file or home / "ambient.toml"
+    made: dict[str, str] = {}
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        (folder / "welcome.md").write_text(DEMO_NOTE, encoding="utf-8")
+        made["demo notes"] = str(folder)
+    if not config_file.exists():
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(
+            f"# ambient settings; see README.md\n\n[sources.notes]\nfolders = [{json.dumps(str(folder))}]\n",
+            encoding="utf-8",
+        )
+        made["config"] = str(config_file)
+    return made
 
 
 def _preview(text: str, width: int = 60) -> str:
