@@ -43,6 +43,8 @@ PREFILL_CHUNK = 2048  # prompt tokens per forward pass; bounds attention memory 
 NUCLEUS_PROBE = 1024  # top-p first looks for the nucleus among this many most likely words
 SAMPLE_BLOCK = 1024  # words per block in two-level inverse-CDF sampling
 GROW_MIN = 64  # spare positions a cache layer grows by at least
+HEAD_BLOCK_ROWS = 32768  # output-layer rows packed per block
+EXACT_CHECK_ROWS = 16384  # rows compared per block when checking float16 exactness
 DETOK_CONTEXT = 4  # prompt tokens the incremental detokenizer starts from (keeps leading spaces)
 
 
@@ -354,24 +356,10 @@ class LocalSampler(Sampler):
         self._lock = threading.Lock()
         self.tokenizer, self.model = _load(path, self.device, self.dtype)
         self.eos_token_ids: frozenset[int] = _eos_ids(self.tokenizer, self.model)
-        head = self.model.get_output_embeddings()
-        self._head_weight: torch.Tensor = head.weight
-        self._head_bias: torch.Tensor | None = getattr(head, "bias", None)
-        self._packed_head = pack_weights(self._head_weight, self._head_bias)
-        self.packed_layers = pack_linear_layers(self.model) if self.device.type == "cpu" else 0
-        self.step_weight_bytes = self._step_weight_bytes()
+        self.packed_layers = slim_for_cpu(self.model) if self.device.type == "cpu" else 0
+        self.step_weight_bytes = weight_bytes_per_step(self.model)
         self._alt_text: dict[int, str] = {}
         self._anchor: list[int] = self.tokenizer.encode("a", add_special_tokens=False)[-1:]
-
-    def _step_weight_bytes(self) -> int:
-        """Bytes of weights one decode step reads (input embeddings are only looked up: not counted)."""
-        skip = {id(self.model.get_input_embeddings().weight), id(self._head_weight)}
-        params = self.model.parameters()
-        total = sum(p.numel() * p.element_size() for p in params if id(p) not in skip)
-        packed = [m for m in self.model.modules() if isinstance(m, PackedLinear)]
-        total += sum(2 * m.in_features * m.out_features for m in packed)
-        head_elem = 2 if self._packed_head is not None else self._head_weight.element_size()
-        return int(total + head_elem * self._head_weight.numel())
 
     @classmethod
     def from_config(cls, config: Any) -> LocalSampler:
@@ -484,12 +472,13 @@ class LocalSampler(Sampler):
         """
         body = self.model.base_model(input_ids=ids, cache=cache, use_cache=True)
         hidden = body.last_hidden_state[:, -1, :]
-        if self._packed_head is not None:
-            logits = self._packed_head(hidden)
+        head = self.model.get_output_embeddings()
+        if isinstance(head, torch.nn.Linear):  # weights as the big operand: a faster BLAS path than x @ W.T
+            logits = torch.mm(head.weight, hidden.t()).t().contiguous()
+            if head.bias is not None:
+                logits += head.bias
         else:
-            logits = torch.mm(self._head_weight, hidden.t()).t().contiguous()
-            if self._head_bias is not None:
-                logits += self._head_bias
+            logits = head(hidden)
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap
@@ -621,18 +610,28 @@ def _load(path: Path, device: torch.device, dtype: torch.dtype) -> tuple[Any, An
     return tokenizer, model
 
 
-class PackedLinear(torch.nn.Module):  # type: ignore[misc]
-    """A linear layer whose weights are packed as float16 for FBGEMM's AVX2 kernels (float32 maths).
+# --------------------------------------------------------------------------- CPU weights
 
-    Used on CPU only, and only for weights that float16 holds exactly (a
-    model stored in bf16 or quantised always is), so results match float32
-    weights up to summation order. It reads half the bytes per step and avoids
-    the slow generic BLAS path some CPUs get.
+
+def fp16_exact(weight: torch.Tensor) -> bool:
+    """Whether float16 holds every value of ``weight`` exactly (true of any bf16 or quantised model)."""
+    if weight.device.type != "cpu" or not weight.is_floating_point():
+        return False
+    rows = weight.reshape(-1, weight.shape[-1])
+    return all(torch.equal(c.half().to(c.dtype), c) for c in rows.split(EXACT_CHECK_ROWS))
+
+
+class PackedLinear(torch.nn.Module):  # type: ignore[misc]
+    """A linear layer with weights packed as float16 for FBGEMM's AVX2 kernels (the maths stays float32).
+
+    Used on CPU only, for weights that float16 holds exactly, so results match
+    float32 weights up to summation order. A step reads half the bytes, and
+    avoids the slow generic BLAS path that some CPUs get.
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
         super().__init__()
-        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        self.out_features, self.in_features = weight.shape
         b = None if bias is None else bias.detach().float()
         self.packed = torch.ops.quantized.linear_prepack_fp16(weight.detach().float(), b)
 
@@ -641,33 +640,111 @@ class PackedLinear(torch.nn.Module):  # type: ignore[misc]
         return out
 
 
-def pack_weights(weight: torch.Tensor, bias: torch.Tensor | None = None) -> PackedLinear | None:
-    """A :class:`PackedLinear` for ``weight`` if float16 holds it exactly and FBGEMM is there, else None."""
-    if weight.device.type != "cpu" or weight.dtype != torch.float32 or weight.dim() != 2:
-        return None
-    if not hasattr(torch.ops.quantized, "linear_prepack_fp16"):
-        return None
-    if not torch.equal(weight.half().float(), weight):
-        return None
-    try:
-        return PackedLinear(weight, bias)
-    except RuntimeError:  # a build of torch without FBGEMM
-        return None
+class PackedHead(torch.nn.Module):  # type: ignore[misc]
+    """The output layer as float16-packed row blocks (packing block by block bounds the memory it needs)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        rows = range(0, self.out_features, HEAD_BLOCK_ROWS)
+        self.blocks = torch.nn.ModuleList(
+            PackedLinear(weight[r : r + HEAD_BLOCK_ROWS], None if bias is None else bias[r : r + HEAD_BLOCK_ROWS])
+            for r in rows
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([block(x) for block in self.blocks], dim=-1)
 
 
-def pack_linear_layers(model: torch.nn.Module) -> int:
-    """Swap the decoder's ``nn.Linear`` layers for :class:`PackedLinear` where exact; returns how many."""
-    head = model.get_output_embeddings()
-    swaps: list[tuple[torch.nn.Module, str, PackedLinear]] = []
+class CompactEmbedding(torch.nn.Module):  # type: ignore[misc]
+    """An input embedding kept as float16 (exact) and widened to float32 for the rows looked up."""
+
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor | None) -> None:
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = weight.shape
+        self.register_buffer("table", weight.detach().half(), persistent=False)
+        self.scale = None if scale is None else float(scale)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out = torch.nn.functional.embedding(ids, self.table).float()
+        return out * self.scale if self.scale is not None else out
+
+
+def _fbgemm_ready() -> bool:
+    return hasattr(torch.ops.quantized, "linear_prepack_fp16") and "fbgemm" in torch.backends.quantized.supported_engines
+
+
+def _embedding_scale(emb: torch.nn.Module) -> tuple[bool, torch.Tensor | None]:
+    """Whether ``emb`` is a plain (or plainly scaled, as Gemma's) embedding, and its scale."""
+    if type(emb) is torch.nn.Embedding:
+        return True, None
+    scale = getattr(emb, "embed_scale", None)
+    if isinstance(emb, torch.nn.Embedding) and isinstance(scale, torch.Tensor) and scale.numel() == 1:
+        return True, scale.float()
+    return False, None
+
+
+def slim_for_cpu(model: Any) -> int:
+    """Pack the weights of a float32 CPU model as exact float16 where possible; returns the layers packed.
+
+    Input embeddings become a float16 table, the output layer and every other
+    linear layer become FBGEMM float16 packs. Everything that is not exact in
+    float16, or not a plain layer, stays as it is.
+    """
+    if not _fbgemm_ready():
+        return 0
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    tied = head is not None and emb is not None and head.weight is getattr(emb, "weight", None)
+    plain, scale = _embedding_scale(emb)
+    compact = None
+    if plain and fp16_exact(emb.weight):
+        compact = CompactEmbedding(emb.weight, scale)
+        model.set_input_embeddings(compact)
+    packed = _pack_linears(model, skip=head)
+    if isinstance(head, torch.nn.Linear) and (compact is not None or not tied) and fp16_exact(head.weight):
+        source = compact.table if tied and compact is not None else head.weight
+        model.set_output_embeddings(PackedHead(source, head.bias))
+        packed += 1
+    del emb, head
+    _return_freed_memory()
+    return packed
+
+
+def _pack_linears(model: torch.nn.Module, skip: Any) -> int:
+    """Swap ``nn.Linear`` layers (but ``skip``) for :class:`PackedLinear` where exact; returns how many."""
+    swaps: list[tuple[torch.nn.Module, str, torch.nn.Linear]] = []
     for parent in model.modules():
         for name, child in parent.named_children():
-            if isinstance(child, torch.nn.Linear) and child is not head:
-                packed = pack_weights(child.weight, child.bias)
-                if packed is not None:
-                    swaps.append((parent, name, packed))
-    for parent, name, packed in swaps:
-        setattr(parent, name, packed)
+            if isinstance(child, torch.nn.Linear) and child is not skip and fp16_exact(child.weight):
+                swaps.append((parent, name, child))
+    for parent, name, child in swaps:
+        setattr(parent, name, PackedLinear(child.weight, child.bias))
     return len(swaps)
+
+
+def _return_freed_memory() -> None:
+    """Hand freed heap pages back to the system (glibc keeps them otherwise), so RSS shows real use."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def weight_bytes_per_step(model: Any) -> int:
+    """Bytes of weights one decode step reads; the input embeddings are only looked up, so not counted."""
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    emb_weight = getattr(emb, "weight", None)
+    total = sum(p.numel() * p.element_size() for p in model.parameters() if p is not emb_weight)
+    for m in model.modules():
+        if isinstance(m, PackedLinear):
+            total += 2 * m.in_features * m.out_features
+    if isinstance(head, torch.nn.Linear) and head.weight is emb_weight:
+        total += head.weight.numel() * head.weight.element_size()
+    return int(total)
 
 
 def _eos_ids(tokenizer: Any, model: Any) -> frozenset[int]:

@@ -38,17 +38,21 @@ async function api(method, path, body) {
   } catch (_) {
     /* not JSON */
   }
-  if (!response.ok) throw new Error(data.error || `${response.status} ${response.statusText}`);
+  if (!response.ok) {
+    const err = new Error(data.error || `${response.status} ${response.statusText}`);
+    err.status = response.status;
+    throw err;
+  }
   return data;
 }
 
-function toast(message, isError = false) {
+function toast(message, isError = false, ms = isError ? 6000 : 2500) {
   const el = $("#toast");
   el.textContent = message;
   el.classList.toggle("error", isError);
   el.hidden = false;
   clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => (el.hidden = true), isError ? 6000 : 2500);
+  toast.timer = setTimeout(() => (el.hidden = true), ms);
 }
 
 async function attempt(fn) {
@@ -176,8 +180,18 @@ function scheduleRender() {
   });
 }
 
+function isNoteTree() {
+  return Boolean(S.tree && typeof S.tree.source === "string" && S.tree.source.startsWith("note:"));
+}
+
+function acceptable(node) {
+  // A model continuation in a note's tree can be inserted into the note (POST /api/nodes/ID/accept).
+  return Boolean(node && isNoteTree() && node.author.kind === "model" && node.parent_id);
+}
+
 function render() {
   if (!S.tree || !S.sel) return;
+  $("#accept-btn").hidden = !acceptable(currentNode());
   renderTreeNav();
   renderPath();
   renderOffers();
@@ -316,6 +330,7 @@ function nodeCard(node, i) {
     ["bookmark", "★", "Bookmark"],
     ["prune", "✕", node.status === "pruned" ? "Unprune" : "Prune"],
     ["provenance", "¶", "Provenance"],
+    ...(acceptable(node) ? [["accept", "⤵ Accept into note", "Insert into the note at the point it was offered for (a)"]] : []),
   ]) {
     const b = el("button", "", label);
     b.dataset.act = act;
@@ -475,6 +490,23 @@ async function pick(id) {
   const offering = S.auto && !children(id, true).length ? regenerate(id) : null;
   await select(id);
   await offering;
+}
+
+async function accept(id = S.sel) {
+  const node = S.nodes.get(id);
+  if (!acceptable(node)) return toast("only a model continuation in a note's tree can be accepted into the note", true);
+  let data;
+  try {
+    data = await api("POST", `/api/nodes/${encodeURIComponent(id)}/accept`);
+  } catch (err) {
+    const refused = err.status === 409 ? "Not accepted, the note was left as it is: " : "Not accepted: ";
+    toast(refused + err.message, true, err.status === 409 ? 12000 : 6000);
+    return;
+  }
+  const a = data.accepted;
+  toast(`Accepted into ${a.path.split("/").pop()} at line ${a.line}, column ${a.column}${a.relocated ? " (the point had moved)" : ""}`);
+  await refreshTree().catch(() => null);
+  if (S.nodes.has(id)) await select(id);
 }
 
 async function pickIndex(i) {
@@ -651,7 +683,126 @@ const handlers = {
     putNode(d.node);
     scheduleRender();
   },
+  note_changed(d) {
+    if (d.tree_id === S.treeId) refreshTree().catch(() => null);
+    else if (!S.trees.some((t) => t.id === d.tree_id)) loadTrees().catch(() => null);
+  },
+  note_accepted(d) {
+    if (S.nodes.has(d.node_id)) refreshTree().catch(() => null);
+  },
+  transcript(d) {
+    showTranscript(d);
+  },
+  speech_status(d) {
+    if (!Mic.session || d.session !== Mic.session) return;
+    $("#transcript-state").textContent = d.message || d.state;
+    if (d.state === "error" || d.state === "warning") toast(`speech: ${d.message}`, true);
+  },
+  error(d) {
+    toast(d.message, true, 8000);
+    if (Mic.active && /^speech is off/.test(d.message)) stopMic(false);
+  },
 };
+
+// ------------------------------------------------------------------ speech
+// The microphone streams 16 kHz 16-bit mono PCM (about 100 ms a frame) over the event socket:
+// {"type": "speech_start", ...}, binary frames, {"type": "speech_stop", ...}.
+const Mic = { active: false, session: null, stream: null, ctx: null, node: null, source: null, pending: [], committed: "", opened: false };
+const RATE = 16000;
+const FRAME = RATE / 10;
+
+function sendJSON(message) {
+  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
+}
+
+function speechStart() {
+  sendJSON({ type: "speech_start", session: Mic.session, sample_rate: RATE });
+}
+
+async function startMic() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) return toast("this browser cannot use a microphone here", true);
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true } });
+  } catch (err) {
+    return toast(`no microphone: ${err.message}`, true);
+  }
+  const Ctx = window.AudioContext || window.webkitAudioContext;
+  const ctx = new Ctx();
+  const source = ctx.createMediaStreamSource(stream);
+  const node = ctx.createScriptProcessor(4096, 1, 1);
+  const ratio = ctx.sampleRate / RATE;
+  let carry = 0; // fractional read position carried between buffers
+  node.onaudioprocess = (e) => {
+    const input = e.inputBuffer.getChannelData(0);
+    // Downsample by averaging each output sample's span of input (a simple low-pass).
+    for (let pos = carry; pos + ratio <= input.length; pos += ratio) {
+      const a = Math.floor(pos);
+      const b = Math.max(a + 1, Math.floor(pos + ratio));
+      let sum = 0;
+      for (let i = a; i < b; i++) sum += input[i];
+      Mic.pending.push(sum / (b - a));
+      carry = pos + ratio;
+    }
+    carry -= input.length;
+    if (carry < 0) carry = 0;
+    while (Mic.pending.length >= FRAME) {
+      const chunk = Mic.pending.splice(0, FRAME);
+      const pcm = new Int16Array(FRAME);
+      for (let i = 0; i < FRAME; i++) {
+        const v = Math.max(-1, Math.min(1, chunk[i]));
+        pcm[i] = v < 0 ? v * 0x8000 : v * 0x7fff;
+      }
+      if (socket && socket.readyState === WebSocket.OPEN) socket.send(pcm.buffer);
+    }
+  };
+  source.connect(node);
+  node.connect(ctx.destination); // a ScriptProcessor only runs when connected; it outputs silence
+  Object.assign(Mic, { active: true, stream, ctx, node, source, pending: [], committed: "", opened: false });
+  Mic.session = `browser-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+  speechStart();
+  $("#transcript-text .committed").textContent = "";
+  $("#transcript-text .tentative").textContent = "";
+  $("#transcript-state").textContent = "listening…";
+  $("#transcript").hidden = false;
+  const button = $("#mic");
+  button.setAttribute("aria-pressed", "true");
+  button.textContent = "■ Stop";
+  return undefined;
+}
+
+function stopMic(tellServer = true) {
+  if (!Mic.active) return;
+  if (tellServer) sendJSON({ type: "speech_stop", session: Mic.session });
+  Mic.node.disconnect();
+  Mic.source.disconnect();
+  Mic.stream.getTracks().forEach((t) => t.stop());
+  Mic.ctx.close().catch(() => null);
+  Object.assign(Mic, { active: false, stream: null, ctx: null, node: null, source: null, pending: [] });
+  $("#transcript-state").textContent = "stopped: the transcript is kept in its tree";
+  const button = $("#mic");
+  button.setAttribute("aria-pressed", "false");
+  button.textContent = "🎤 Speak";
+}
+
+function toggleMic() {
+  return Mic.active ? stopMic() : startMic();
+}
+
+function showTranscript(d) {
+  if (!Mic.session || d.session !== Mic.session) return;
+  Mic.committed += d.committed.map((c) => c.text).join("");
+  $("#transcript").hidden = false;
+  $("#transcript-text .committed").textContent = Mic.committed.trim();
+  $("#transcript-text .tentative").textContent = d.tentative ? " " + d.tentative : "";
+  if (d.tree_id && !Mic.opened) {
+    // The first transcript stored: show its tree, where the offers at each pause will appear.
+    Mic.opened = true;
+    loadTrees()
+      .then(() => openTree(d.tree_id, d.node_id))
+      .catch(() => (Mic.opened = false));
+  }
+}
 
 function finishStream(d) {
   if (d.offer_id || (d.offer && d.offer.id)) S.streams.delete(d.offer_id || d.offer.id);
@@ -672,6 +823,7 @@ function connect() {
     conn.title = "connected";
     S.streams.clear();
     refreshTree().catch(() => null);
+    if (Mic.active) speechStart(); // a new socket: the same session goes on
   };
   socket.onmessage = (msg) => {
     const event = JSON.parse(msg.data);
@@ -706,6 +858,8 @@ const KEYS = {
   e: () => openEdit(),
   p: () => toggleProvenance(),
   n: () => openNew(),
+  a: () => accept(),
+  m: () => toggleMic(),
   "?": () => $("#help-dialog").showModal(),
   "/": () => $("#search").focus(),
 };
@@ -724,7 +878,7 @@ function onKey(e) {
     return;
   }
   if (typing(e.target) || e.altKey || e.ctrlKey || e.metaKey || document.querySelector("dialog[open]")) return;
-  if (!S.tree && e.key !== "/" && e.key !== "n" && e.key !== "?") return;
+  if (!S.tree && e.key !== "/" && e.key !== "n" && e.key !== "?" && e.key !== "m") return;
   if (/^[1-9]$/.test(e.key)) {
     e.preventDefault();
     pickIndex(Number(e.key) - 1);
@@ -774,6 +928,7 @@ function act(action, id) {
     prune: () => prune(id),
     provenance: () => toggleProvenance(id),
     regenerate: () => regenerate(id),
+    accept: () => accept(id),
   };
   return actions[action] && actions[action]();
 }
@@ -793,6 +948,7 @@ function wire() {
   });
   $("#tree-select").addEventListener("change", (e) => attempt(() => openTree(e.target.value)));
   $("#new-doc").addEventListener("click", openNew);
+  $("#mic").addEventListener("click", toggleMic);
   $("#new-go").addEventListener("click", submitNew);
   $("#edit-go").addEventListener("click", saveEdit);
   $("#first-go").addEventListener("click", () => newDocument($("#first-text").value));
