@@ -646,10 +646,10 @@ class PackedHead(torch.nn.Module):  # type: ignore[misc]
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        rows = range(0, self.out_features, HEAD_BLOCK_ROWS)
+        step = HEAD_BLOCK_ROWS
         self.blocks = torch.nn.ModuleList(
-            PackedLinear(weight[r : r + HEAD_BLOCK_ROWS], None if bias is None else bias[r : r + HEAD_BLOCK_ROWS])
-            for r in rows
+            PackedLinear(weight[r : r + step], None if bias is None else bias[r : r + step])
+            for r in range(0, self.out_features, step)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -671,7 +671,8 @@ class CompactEmbedding(torch.nn.Module):  # type: ignore[misc]
 
 
 def _fbgemm_ready() -> bool:
-    return hasattr(torch.ops.quantized, "linear_prepack_fp16") and "fbgemm" in torch.backends.quantized.supported_engines
+    engines = torch.backends.quantized.supported_engines
+    return hasattr(torch.ops.quantized, "linear_prepack_fp16") and "fbgemm" in engines
 
 
 def _embedding_scale(emb: torch.nn.Module) -> tuple[bool, torch.Tensor | None]:
@@ -742,7 +743,7 @@ def weight_bytes_per_step(model: Any) -> int:
     for m in model.modules():
         if isinstance(m, PackedLinear):
             total += 2 * m.in_features * m.out_features
-    if isinstance(head, torch.nn.Linear) and head.weight is emb_weight:
+    if isinstance(head, torch.nn.Linear) and emb_weight is not None and head.weight is emb_weight:
         total += head.weight.numel() * head.weight.element_size()
     return int(total)
 
