@@ -134,25 +134,30 @@ class MemoryIndex:
 
     # ------------------------------------------------------------------ sync
     def sync(self, store: TreeStore, progress: Progress | None = None) -> int:
-        """Index every node changed since the last sync; return how many nodes were embedded."""
+        """Index every node changed since the last sync; return how many nodes were embedded.
+
+        A full pass (no usable state) also removes entries whose node is no longer in the store.
+        """
         with self._lock:
             builder = DocBuilder(store, self.embedder.identity)
-            seen = embedded = 0
             if store.node_count() < self._state.nodes:  # a replaced store: versions start over
                 self._state.version = 0
-            if self._state.version == 0:
-                self._purge_missing(store)
-            while True:
-                batch = _changes(store, self._state.version, SYNC_BATCH)
-                if not batch:
-                    return embedded
+            full = self._state.version == 0
+            present: set[str] = set()
+            seen = embedded = 0
+            while batch := _changes(store, self._state.version, SYNC_BATCH):
                 embedded += self._index(store, builder, [n for _, n in batch])
+                if full:
+                    present.update(n.id for _, n in batch)
                 seen += len(batch)
                 self._state.version = batch[-1][0]
                 self._state.nodes = store.node_count()
                 self._save_state()
                 if progress is not None:
                     progress(seen, embedded)
+            if full:
+                self._purge_missing(present)
+            return embedded
 
     def rebuild(self, store: TreeStore, progress: Progress | None = None) -> int:
         """Drop the collection and index every node again from the store (``ambient reindex``)."""
@@ -166,19 +171,15 @@ class MemoryIndex:
             self._save_state()
             return self.sync(store, progress)
 
-    def _purge_missing(self, store: TreeStore) -> None:
-        """Delete entries whose node is not in the store (before a full pass: the store is the truth)."""
-        with self.location.guard("read"):
-            if self._collection.count() == 0:
-                return
-        known = {n.id for n in store.iter_nodes()}
+    def _purge_missing(self, present: set[str]) -> None:
+        """Delete the entries whose node is not in ``present`` (every node id in the store)."""
         offset, stale = 0, []
         while True:
             with self.location.guard("read"):
                 ids = self._collection.get(limit=5000, offset=offset, include=[])["ids"]
             if not ids:
                 break
-            stale += [i for i in ids if i not in known]
+            stale += [i for i in ids if i not in present]
             offset += len(ids)
         for start in range(0, len(stale), 5000):
             with self.location.guard("written"):
@@ -198,7 +199,7 @@ class MemoryIndex:
                 fresh.append(d)
             elif old.get("doc_hash") != d.doc_hash:
                 rewritten.append(d)
-            elif old != d.metadata:
+            elif not _same_metadata(old, d.metadata):
                 moved.append(d)
             if old is not None and old.get("text_hash") != d.text_hash:
                 edited.append(d.id)
@@ -298,6 +299,20 @@ def check_query(query: str) -> str:
             "(a sentence or two finds more than a page)"
         )
     return query.strip()
+
+
+def _same_metadata(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Equal metadata; times may come back from Chroma a few units in the last place off."""
+    if old.keys() != new.keys():
+        return False
+    for key, value in new.items():
+        stored = old[key]
+        if isinstance(value, float) and isinstance(stored, float | int):
+            if abs(stored - value) > 1e-3:
+                return False
+        elif stored != value:
+            return False
+    return True
 
 
 def _changes(store: TreeStore, version: int, limit: int) -> list[tuple[int, Node]]:

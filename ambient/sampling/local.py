@@ -121,7 +121,8 @@ def sampling_weights(
     candidate words and ``ids`` maps its columns to word ids; without one,
     ``weights`` spans the whole vocabulary and ``ids`` is None.
     """
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    logits = logits.float()  # a no-op for float32
+    probs = torch.softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
     vocab = probs.shape[-1]
     if top_k <= 0 and top_p >= 1.0:
         return probs, None
@@ -688,39 +689,57 @@ def _embedding_scale(emb: torch.nn.Module) -> tuple[bool, torch.Tensor | None]:
 def slim_for_cpu(model: Any) -> int:
     """Pack the weights of a float32 CPU model as exact float16 where possible; returns the layers packed.
 
-    Input embeddings become a float16 table, the output layer and every other
-    linear layer become FBGEMM float16 packs. Everything that is not exact in
-    float16, or not a plain layer, stays as it is.
+    The input embeddings become a float16 table, the output layer and every
+    other linear layer FBGEMM float16 packs. Whatever float16 does not hold
+    exactly, or is not a plain layer, stays as it is. Old weights are dropped
+    as soon as their replacement exists, which keeps the peak memory low.
     """
     if not _fbgemm_ready():
         return 0
-    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
-    tied = head is not None and emb is not None and head.weight is getattr(emb, "weight", None)
-    plain, scale = _embedding_scale(emb)
-    compact = None
-    if plain and fp16_exact(emb.weight):
-        compact = CompactEmbedding(emb.weight, scale)
-        model.set_input_embeddings(compact)
-    packed = _pack_linears(model, skip=head)
-    if isinstance(head, torch.nn.Linear) and (compact is not None or not tied) and fp16_exact(head.weight):
-        source = compact.table if tied and compact is not None else head.weight
-        model.set_output_embeddings(PackedHead(source, head.bias))
-        packed += 1
-    del emb, head
+    head = model.get_output_embeddings()
+    emb_weight = getattr(model.get_input_embeddings(), "weight", None)
+    tied = isinstance(head, torch.nn.Linear) and head.weight is emb_weight
+    del emb_weight
+    table = _compact_input_embeddings(model)
+    packed = 0
+    if isinstance(head, torch.nn.Linear):
+        source = table if tied else (head.weight if fp16_exact(head.weight) else None)
+        if source is not None:
+            bias = head.bias
+            model.set_output_embeddings(torch.nn.Identity())  # drop the float32 weight before packing
+            del head
+            _return_freed_memory()
+            model.set_output_embeddings(PackedHead(source, bias))
+            packed += 1
+    packed += _pack_linears(model)
     _return_freed_memory()
     return packed
 
 
-def _pack_linears(model: torch.nn.Module, skip: Any) -> int:
-    """Swap ``nn.Linear`` layers (but ``skip``) for :class:`PackedLinear` where exact; returns how many."""
-    swaps: list[tuple[torch.nn.Module, str, torch.nn.Linear]] = []
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if isinstance(child, torch.nn.Linear) and child is not skip and fp16_exact(child.weight):
-                swaps.append((parent, name, child))
-    for parent, name, child in swaps:
+def _compact_input_embeddings(model: Any) -> torch.Tensor | None:
+    """Swap the input embeddings for a :class:`CompactEmbedding`; its float16 table, or None if not done."""
+    emb = model.get_input_embeddings()
+    plain, scale = _embedding_scale(emb)
+    if not plain or not fp16_exact(emb.weight):
+        return None
+    compact = CompactEmbedding(emb.weight, scale)
+    model.set_input_embeddings(compact)
+    table: torch.Tensor = compact.table
+    return table
+
+
+def _pack_linears(model: torch.nn.Module) -> int:
+    """Swap every remaining ``nn.Linear`` for a :class:`PackedLinear` where exact; returns how many."""
+    places = [
+        (parent, name)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, torch.nn.Linear) and fp16_exact(child.weight)
+    ]
+    for parent, name in places:  # one at a time, so each float32 weight goes as its pack arrives
+        child = getattr(parent, name)
         setattr(parent, name, PackedLinear(child.weight, child.bias))
-    return len(swaps)
+    return len(places)
 
 
 def _return_freed_memory() -> None:
