@@ -146,7 +146,7 @@ def draw(weights: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.
     rows, width = weights.shape
     uniforms = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])
     block = SAMPLE_BLOCK if width > SAMPLE_BLOCK else width
-    padded = torch.nn.functional.pad(weights, (0, (-width) % block))
+    padded = torch.nn.functional.pad(weights, (0, -width % block)) if width % block else weights
     blocks = padded.view(rows, -1, block)
     sums = blocks.sum(-1, dtype=torch.float64)
     cdf = sums.cumsum(-1)
