@@ -48,7 +48,7 @@ class FakeMemory:
         return [Fragment(n.id, n.tree_id, n.text, 0.9, str(n.status), "ui") for n in hits[:k]]
 
     def retriever(self) -> Retriever:
-        return lambda query, k, exclude: []
+        return lambda query, k, exclude_tree_id=None, exclude_node_ids=(): []
 
     def close(self) -> None:
         pass
