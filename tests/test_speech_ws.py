@@ -20,10 +20,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from ambient.app import App
+from ambient.bench.speech import wer
 from ambient.daemon import Daemon
 from ambient.server import SPEECH_OFF
 from tests.fakes import FakeSampler
-from tests.integrations.speech.helpers import SENTENCES, sox, speak, wer
+from tests.integrations.speech.helpers import SENTENCES, sox, speak
 from tests.test_server import make_config
 
 FRAME = 16000 * 2 // 10  # 100 ms of 16-bit mono samples at 16 kHz, as the UI sends them

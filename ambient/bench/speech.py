@@ -200,6 +200,7 @@ def commit_latencies(streamed: StreamRun, aligned: tuple[Word, ...]) -> list[flo
 
 
 def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate: (substitutions + deletions + insertions) / reference words."""
     ref, hyp = _words(reference), _words(hypothesis)
     row = list(range(len(hyp) + 1))
     for i, r in enumerate(ref, 1):

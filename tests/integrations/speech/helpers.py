@@ -1,8 +1,7 @@
-"""Real speech for the tests: espeak-ng says known sentences, sox converts; and a word error rate."""
+"""Real speech for the tests: espeak-ng says known sentences, sox converts."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -55,18 +54,3 @@ def synth(out: Path, seconds: float, kind: str, rate: int = 16000) -> Path:
         args += ["synth", str(seconds), kind, "vol", "0.3"]
     subprocess.run(args, check=True, capture_output=True)
     return out
-
-
-def words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("-", " ")).split()
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate: (substitutions + deletions + insertions) / reference words."""
-    ref, hyp = words(reference), words(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row = row, [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (r != h))
-    return row[len(hyp)] / max(1, len(ref))

@@ -12,12 +12,13 @@ import av
 import numpy as np
 import pytest
 
+from ambient.bench.speech import wer
 from ambient.errors import InvalidInput
 from integrations.speech import audio
 from integrations.speech.audio import MicrophoneUnavailable, decode_file
 from integrations.speech.options import SAMPLE_RATE
 from integrations.speech.transcriber import Transcriber
-from tests.integrations.speech.helpers import TEXT, sox, wer
+from tests.integrations.speech.helpers import TEXT, sox
 
 
 def encode(samples: np.ndarray, out: Path, codec: str, container: str, rate: int = 16000) -> Path:

@@ -14,6 +14,7 @@ import pytest
 from ambient import cli
 from ambient.app import App
 from ambient.bench import speech as bench
+from ambient.bench.speech import wer
 from ambient.commands import speech as commands
 from ambient.config import load_config
 from ambient.errors import InvalidInput, ModelUnavailable
@@ -21,7 +22,7 @@ from integrations.speech.audio import Samples, decode_file
 from integrations.speech.options import SAMPLE_RATE, SpeechOptions
 from integrations.speech.streaming import StreamingPolicy
 from integrations.speech.transcriber import Word
-from tests.integrations.speech.helpers import TEXT, wer
+from tests.integrations.speech.helpers import TEXT
 
 
 @pytest.fixture

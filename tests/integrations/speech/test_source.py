@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from ambient.app import App
+from ambient.bench.speech import wer
 from ambient.config import load_config, parse_section
 from ambient.errors import ConfigError, InvalidInput, ModelUnavailable
 from ambient.tree import Status
@@ -22,7 +23,7 @@ from integrations.speech import SOURCE, SpeechOptions, SpeechSource
 from integrations.speech.audio import MicrophoneUnavailable, decode_file
 from tests.fakes import FakeSampler
 from tests.integrations.speech.conftest import MiniHub
-from tests.integrations.speech.helpers import SENTENCES, TEXT, sox, wer
+from tests.integrations.speech.helpers import SENTENCES, TEXT, sox
 from tests.integrations.speech.test_audio import fake_sounddevice
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ambient.bench.speech import wer
 from integrations.speech.audio import Samples, decode_file
 from integrations.speech.options import SAMPLE_RATE, SpeechOptions
 from integrations.speech.streaming import (
@@ -19,7 +20,7 @@ from integrations.speech.streaming import (
 )
 from integrations.speech.transcriber import Transcriber, Word
 from tests.integrations.speech.conftest import Streamed, stream
-from tests.integrations.speech.helpers import SENTENCES, TEXT, speak, synth, wer
+from tests.integrations.speech.helpers import SENTENCES, TEXT, speak, synth
 
 
 def w(text: str, start: float = 0.0, end: float = 0.0) -> Word:
