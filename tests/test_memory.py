@@ -153,6 +153,18 @@ def test_embedder_gives_unit_vectors_and_refuses_missing_models(tmp_path: Path) 
         resolve_embedder_path(str(tmp_path / "no-model-here"))
 
 
+def test_query_path_matches_the_batch_path(tmp_path: Path) -> None:
+    """A query (small batch) runs on the float16-packed encoder; its vectors must match the float32 ones."""
+    embedder = get_embedder(make_config(tmp_path))
+    texts = [f"how do gardens grow in winter light, question {i}" for i in range(12)]
+    batch = embedder.embed(texts)  # 12 texts: the float32 batch path
+    if embedder._query_model is None:
+        pytest.skip("FBGEMM is not available in this torch build: queries use the float32 model")
+    one_by_one = np.concatenate([embedder.embed([t]) for t in texts])  # the packed query path
+    assert float((batch * one_by_one).sum(axis=1).min()) > 0.99999
+    assert not np.array_equal(batch, one_by_one)  # really a different path, not the same model twice
+
+
 def test_chroma_uses_ambients_embedding_function(memory: MemoryIndex) -> None:
     before = memory.embedder.embedded
     memory.collection.add(ids=["x1"], documents=["a lighthouse in the fog"], metadatas=[{"node_id": "x1"}])
