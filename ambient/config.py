@@ -47,9 +47,12 @@ class ModelSection:
     path: str = "default"  # "default" = bundled Gemma 3 270M base, or a folder
     device: str = "auto"  # "auto", "cpu", "cuda"
     threads: int = 0  # 0 = one per core
+    prefix_cache_mb: int = 256  # local backend: key/value caches of recent prompt prefixes (0 = off)
     base_url: str = ""  # for backend = "openai"
     name: str = ""  # model name for the openai backend
-    api_key: str = ""  # never logged
+    api_key: str = dataclasses.field(default="", repr=False)  # openai backend; never logged, never in repr
+    context_length: int = 0  # openai backend: 0 = ask the server (else 2048)
+    timeout: float = 60.0  # openai backend: seconds to wait for the server's next byte
 
 
 @dataclasses.dataclass(frozen=True)

@@ -292,23 +292,18 @@ def test_tiny_model_is_deterministic(tmp_path: Path, tiny_model_path: Path) -> N
 # --------------------------------------------------------------------------- the real default model
 
 
-@pytest.fixture(scope="module")
-def gemma(default_model_path: Path) -> LocalSampler:
-    return LocalSampler(default_model_path, device="cpu")
-
-
 def test_default_model_resolves_without_converting_again(tmp_path: Path, default_model_path: Path) -> None:
     (tmp_path / "models").symlink_to(default_model_path.parent, target_is_directory=True)
     assert resolve_model_path(Config(home=tmp_path)) == tmp_path / "models" / "gemma-3-270m"
 
 
-def test_default_model_counts_on(gemma: LocalSampler) -> None:
-    greedy = gemma.generate("one, two, three, four,", opts(n=1, max_tokens=4, temperature=0))
+def test_default_model_counts_on(gemma_sampler: LocalSampler) -> None:
+    greedy = gemma_sampler.generate("one, two, three, four,", opts(n=1, max_tokens=4, temperature=0))
     first = greedy.continuations[0].tokens[0]
     assert first.text == " five"
     assert first.logprob is not None and math.exp(first.logprob) > 0.5
     assert greedy.prompt_tokens == 9  # <bos> plus 8 tokens
-    four = gemma.generate("one, two, three, four,", opts(n=4, max_tokens=6, seed=5))
+    four = gemma_sampler.generate("one, two, three, four,", opts(n=4, max_tokens=6, seed=5))
     assert len(four.continuations) == 4
     assert all(c.tokens and c.text for c in four.continuations)
-    assert four.meta["dtype"] == "float32" and gemma.packed_layers > 0
+    assert four.meta["dtype"] == "float32" and gemma_sampler.packed_layers > 0

@@ -21,6 +21,7 @@ from typing import Any
 
 from ambient import models  # first: it sets the offline switches transformers reads on import
 from ambient.errors import InvalidInput, ModelUnavailable
+from ambient.sampling.prefix_cache import PrefixCache
 from ambient.sampling.base import (
     MAX_N,
     Capabilities,
@@ -341,7 +342,9 @@ class LocalSampler(Sampler):
 
     capabilities = Capabilities(streams=True, logprobs=True, max_n=MAX_N)
 
-    def __init__(self, model_path: str | Path, device: str = "auto", threads: int = 0) -> None:
+    def __init__(
+        self, model_path: str | Path, device: str = "auto", threads: int = 0, prefix_cache_mb: int = 256
+    ) -> None:
         path = Path(model_path)
         if not (path / "config.json").is_file():
             raise ModelUnavailable(
@@ -361,12 +364,18 @@ class LocalSampler(Sampler):
         self.step_weight_bytes = weight_bytes_per_step(self.model)
         self._alt_text: dict[int, str] = {}
         self._anchor: list[int] = self.tokenizer.encode("a", add_special_tokens=False)[-1:]
+        self.prefixes = PrefixCache(prefix_cache_mb * 2**20)
 
     @classmethod
     def from_config(cls, config: Any) -> LocalSampler:
         """Build from :class:`ambient.config.Config` (prepares the default model if needed)."""
         path = models.resolve_model_path(config)
-        return cls(path, device=config.model.device, threads=config.model.threads)
+        return cls(
+            path,
+            device=config.model.device,
+            threads=config.model.threads,
+            prefix_cache_mb=config.model.prefix_cache_mb,
+        )
 
     @property
     def context_length(self) -> int:
@@ -408,7 +417,7 @@ class LocalSampler(Sampler):
         seed = options.seed if options.seed is not None else secrets.randbits(31)
         branches = self._branches(enc.ids, options.n, seed)
         t0 = time.perf_counter()
-        cache, logits = self._prefill(enc.ids)
+        cache, logits, reused = self._prefill(enc.ids)
         t1 = time.perf_counter()
         steps = self._decode_loop(cache, logits, branches, options, on_token, cancel)
         t2 = time.perf_counter()
@@ -416,6 +425,7 @@ class LocalSampler(Sampler):
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "prefill_s": round(t1 - t0, 4),
+            "prefill_reused_tokens": reused,
             "decode_s": round(t2 - t1, 4),
             "decode_steps": steps,
             "seed": seed,
@@ -485,14 +495,26 @@ class LocalSampler(Sampler):
             logits = torch.tanh(logits / cap) * cap
         return logits
 
-    def _prefill(self, prompt_ids: list[int]) -> tuple[DynamicCache, torch.Tensor]:
-        """One pass over the prompt (batch 1, in chunks); the cache and the last position's logits."""
-        cache = new_cache(self.model.config)
-        ids = torch.tensor([prompt_ids], device=self.device)
+    def _prefill(self, prompt_ids: list[int]) -> tuple[DynamicCache, torch.Tensor, int]:
+        """One pass over the prompt (batch 1, in chunks): the cache, the last position's logits, and
+        how many leading tokens came from a stored prefix cache instead (see :mod:`prefix_cache`)."""
+        reuse = self.prefixes.lookup(prompt_ids)
+        cache, done = (reuse.cache, reuse.tokens) if reuse else (new_cache(self.model.config), 0)
+        reused = done
+        cut = self.prefixes.cut_point(len(prompt_ids), done)
+        if cut is not None:  # read up to the cut, keep a copy there, then read the rest
+            self._read(prompt_ids, done, cut, cache)
+            self.prefixes.store(prompt_ids[:cut], cache)
+            done = cut
+        return cache, self._read(prompt_ids, done, len(prompt_ids), cache), reused
+
+    def _read(self, prompt_ids: list[int], start: int, end: int, cache: DynamicCache) -> torch.Tensor:
+        """Run prompt tokens ``start:end`` into ``cache`` in chunks; the logits of the last one."""
+        ids = torch.tensor([prompt_ids[start:end]], device=self.device)
         logits = torch.empty(0)
-        for start in range(0, ids.shape[1], PREFILL_CHUNK):
-            logits = self._forward(ids[:, start : start + PREFILL_CHUNK], cache)
-        return cache, logits
+        for at in range(0, ids.shape[1], PREFILL_CHUNK):
+            logits = self._forward(ids[:, at : at + PREFILL_CHUNK], cache)
+        return logits
 
     def _decode_loop(
         self,
