@@ -177,6 +177,22 @@ class AmbientBot(commands.Bot):  # type: ignore[misc]  # discord.py is skipped b
             return
         self.remember_later()
 
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        """An edited message that the tree holds: the node follows (its old text kept as a revision)."""
+        place = self.place_of(self.get_channel(payload.channel_id))
+        if place is None:
+            return
+        line = self.to_line(payload.message, place.timeline_id)
+        if line is None:
+            return
+        try:
+            edited = await self.hub.run_blocking(self.trees.mark_edited, place, payload.message_id, line.text)
+        except Exception:
+            _LOGGER.exception("Discord: could not follow the edit of message %s", payload.message_id)
+            return
+        if edited:
+            self.remember_later()
+
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         place = self.place_of(self.get_channel(payload.channel_id))
         if place is None:

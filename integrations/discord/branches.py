@@ -145,10 +145,22 @@ class ChannelTrees:
         tree_id, root_id = self.tree_for(place)
         return self._index(tree_id).latest_before(place.timeline_id, message_id) or root_id
 
+    def node_of(self, place: Place, message_id: int) -> str | None:
+        """The node that holds message ``message_id`` of ``place``, if it was stored."""
+        tree = self.store.find_tree(tree_source(place.guild_id, place.channel_id))
+        return self._index(tree.id).node_for(message_id) if tree is not None else None
+
+    def mark_edited(self, place: Place, message_id: int, text: str) -> bool:
+        """A person edited a stored message: its node takes the new text; the old one stays a revision."""
+        node_id = self.node_of(place, message_id)
+        if node_id is None:
+            return False
+        self.store.edit(node_id, text)
+        return True
+
     def mark_deleted(self, place: Place, message_id: int) -> bool:
         """Keep a deleted message's node, but leave it out of every later context."""
-        tree = self.store.find_tree(tree_source(place.guild_id, place.channel_id))
-        node_id = self._index(tree.id).node_for(message_id) if tree is not None else None
+        node_id = self.node_of(place, message_id)
         if node_id is None:
             return False
         node = self.store.get_node(node_id)

@@ -296,6 +296,17 @@ class OfflineDiscord:
         await dpytest.run_all_events()
         await self.bot.wait_idle()
 
+    async def edit(self, message: Any, content: str) -> None:
+        """A person edits ``message``: Discord's MESSAGE_UPDATE goes through discord.py's own parser."""
+        data = self.raw_message(message.channel.id, message.id)
+        data.update(content=content, edited_timestamp=discord.utils.utcnow().isoformat())
+        data.pop("member", None)  # optional in an update; dpytest's copy lacks fields discord.py reads
+        if getattr(message, "guild", None) is not None:
+            data["guild_id"] = str(message.guild.id)
+        self.bot._connection.parse_message_update(data)
+        await dpytest.run_all_events()
+        await self.bot.wait_idle()
+
     async def say_embed(self, channel: Any, member: str, title: str) -> Any:
         """A message with an embed and no text (as an app or a link preview posts)."""
         message = backend.make_message("", self.member(member), channel, embeds=[discord.Embed(title=title)])

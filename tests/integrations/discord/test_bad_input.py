@@ -40,6 +40,20 @@ async def test_deleted_messages_leave_the_context(world: World) -> None:
     assert "hunter2" not in prompt and prompt.startswith("Alice_0_nick: keep this\n")
 
 
+async def test_edited_messages_are_followed_and_the_old_text_kept(world: World) -> None:
+    world.allow(listen_channels=("general",), channels=("general",))
+    general = world.discord.channel("general")
+    await world.discord.say("the meeting is on Tuesday", general, "Alice")
+    typo = await world.discord.say("bring the mpas", general, "Bob")
+    await world.discord.edit(typo, "bring the maps")
+    await world.discord.say("!continue 1", general, "Carol")
+    prompt = world.sampler.prompts[-1]
+    assert "bring the maps" in prompt and "mpas" not in prompt
+    [tree] = world.store.list_trees()
+    [node] = [n for n in world.store.tree_nodes(tree.id) if "maps" in n.text]
+    assert [r.text for r in world.store.revisions(node.id)] == ["Bob_1_nick: bring the mpas\n"]
+
+
 async def test_menu_on_a_message_deleted_meanwhile(world: World) -> None:
     general = world.discord.channel("general")
     await world.discord.say("something", general, "Alice")

@@ -92,6 +92,16 @@ def test_deleted_lines_leave_the_context(store: TreeStore) -> None:
     )  # kept in the tree
 
 
+def test_edited_lines_take_the_new_text(store: TreeStore) -> None:
+    trees = ChannelTrees(lambda: store)
+    head = chat(trees)
+    assert trees.mark_edited(CHANNEL, 102, "Bob: hello there\n")
+    assert not trees.mark_edited(CHANNEL, 999, "Nobody: never stored\n")
+    assert trees.window(head, 50) == "Alice: hi\nBob: hello there\nCarol: hey\n"
+    node_id = trees.node_for_message(CHANNEL, 102) or ""
+    assert [r.text for r in store.revisions(node_id)] == ["Bob: hello\n"]
+
+
 def test_pick_is_stored_before_posting_and_only_once(store: TreeStore) -> None:
     trees = ChannelTrees(lambda: store)
     head = chat(trees)
