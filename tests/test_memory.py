@@ -414,7 +414,7 @@ def test_server_down_cli_continue_warns(
     assert "warning: memory is off for now" in captured.err and "memory.url" in captured.err
     assert main(["search", "lighthouse"]) == 2
     err = capsys.readouterr().err
-    assert err.count("cannot be reached") == 1, err  # said once, as the command's error, not also as a warning
+    assert err.count("cannot be reached") == 1, err  # once: as the error, not also as a warning
     assert err.startswith("ambient: the Chroma server") and "warning" not in err
 
 
