@@ -3,13 +3,17 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements/*.txt pyproject.toml | cksum | cut -d' ' -f1)
-SYSTEM_PACKAGES := espeak-ng sox chromium chromium-driver libportaudio2
+SYSTEM_PACKAGES := espeak-ng sox chromium chromium-driver libportaudio2 cmake g++
+# llama-cpp-python builds from source (-march=native): its wheel is cached per CPU, outside the repo.
+LLAMA_PIN    := $(shell sed -n 's/^llama-cpp-python\[server\]==\([^ ]*\).*/\1/p' requirements/server.txt)
+WHEEL_CACHE  := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ambient/wheels/$(shell (uname -m; grep -m1 '^flags' /proc/cpuinfo) | cksum | cut -d' ' -f1)
+SERVER_STAMP := $(VENV)/.server-$(shell cat requirements/server.txt | cksum | cut -d' ' -f1)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: run test setup system lint typecheck pytest bench clean
+.PHONY: run test setup setup-server system lint typecheck pytest bench clean
 
 run: setup
 	$(BIN)/ambient prepare --demo
@@ -28,6 +32,17 @@ $(STAMP):
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# llama-cpp-python's server, for the openai backend's tests: built once into WHEEL_CACHE (cmake, g++).
+setup-server: $(SERVER_STAMP)
+
+$(SERVER_STAMP): $(STAMP) | system
+	@ls $(WHEEL_CACHE)/llama_cpp_python-$(LLAMA_PIN)-*.whl >/dev/null 2>&1 || { \
+		echo "building llama-cpp-python $(LLAMA_PIN) into $(WHEEL_CACHE) (once; about 20 minutes on 2 cores)"; \
+		CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip wheel -q --no-deps -w $(WHEEL_CACHE) llama-cpp-python==$(LLAMA_PIN); }
+	$(BIN)/pip install -q --find-links $(WHEEL_CACHE) -r requirements/server.txt
+	rm -f $(VENV)/.server-*
+	touch $@
+
 # Packages the tests need from Debian (real speech audio, a real browser, PortAudio).
 system:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -37,7 +52,7 @@ system:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-test: setup system lint typecheck pytest
+test: setup system setup-server lint typecheck pytest
 
 lint: setup
 	$(BIN)/ruff check ambient integrations tests
@@ -45,7 +60,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy ambient
 
-pytest: setup
+pytest: setup setup-server
 	$(BIN)/python -m pytest
 
 bench: setup

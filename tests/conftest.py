@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+from tests.llama_server import LlamaServer, start_llama_server
+
+if TYPE_CHECKING:
+    from ambient.sampling.local import LocalSampler
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub, whatever they import first
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -32,3 +39,20 @@ def default_model_path() -> Path:
     from ambient.models import prepare_default_model
 
     return prepare_default_model(models_cache_dir())
+
+
+@pytest.fixture(scope="session")
+def gemma_sampler(default_model_path: Path) -> LocalSampler:
+    """One LocalSampler on the default model for the whole run (loading it takes seconds)."""
+    from ambient.sampling.local import LocalSampler
+
+    return LocalSampler(default_model_path, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """A real llama-cpp-python server on 127.0.0.1 serving the bundled Gemma GGUF (tests/llama_server.py)."""
+    from ambient.models import default_gguf_path
+
+    gguf = default_gguf_path(models_cache_dir())
+    yield from start_llama_server(gguf, tmp_path_factory.mktemp("llama-server"))

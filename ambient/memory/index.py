@@ -25,7 +25,9 @@ import dataclasses
 import json
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
 from typing import Any
 
 from ambient.context import Fragment, Retriever
@@ -64,6 +66,9 @@ class MemoryIndex:
         self.embedder = embedder
         self._client = client
         self._lock = threading.RLock()
+        # On a Chroma server a collection may be shared by several homes: each tags its entries and
+        # purges only its own. An embedded index belongs to one home and needs no tag.
+        self._owner = "" if location.embedded else owner_id(location.folder)
         self._collection = self._open_collection()
         self._state = self._load_state()
 
@@ -172,11 +177,12 @@ class MemoryIndex:
             return self.sync(store, progress)
 
     def _purge_missing(self, present: set[str]) -> None:
-        """Delete the entries whose node is not in ``present`` (every node id in the store)."""
+        """Delete this home's entries whose node is not in ``present`` (every node id in the store)."""
         offset, stale = 0, []
+        where = {"owner": self._owner} if self._owner else None
         while True:
             with self.location.guard("read"):
-                ids = self._collection.get(limit=5000, offset=offset, include=[])["ids"]
+                ids = self._collection.get(where=where, limit=5000, offset=offset, include=[])["ids"]
             if not ids:
                 break
             stale += [i for i in ids if i not in present]
@@ -191,6 +197,9 @@ class MemoryIndex:
         """Embed the nodes whose embedded text changed; refresh the rest. Returns how many were embedded."""
         builder.remember(nodes)
         docs = [builder.build(n) for n in nodes]
+        if self._owner:
+            for d in docs:
+                d.metadata["owner"] = self._owner
         existing = self._existing([d.id for d in docs])
         fresh, rewritten, moved, edited = [], [], [], []
         for d in docs:
@@ -285,6 +294,26 @@ class MemoryIndex:
             )
 
         return retrieve
+
+
+def owner_id(folder: Path) -> str:
+    """This home's id in shared collections: a random id kept in ``folder/owner-id``, made once."""
+    path = folder / "owner-id"
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise MemoryUnavailable(f"cannot read {path} ({exc.strerror}): fix its permissions") from None
+    value = uuid.uuid4().hex
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, value)
+    except OSError as exc:
+        raise MemoryUnavailable(
+            f"cannot write {path} ({exc.strerror}): make AMBIENT_HOME writable, or set memory.enabled = false"
+        ) from None
+    return value
 
 
 def check_query(query: str) -> str:

@@ -1,4 +1,4 @@
-"""Sampler backends by name. Built-in backends register here like outside ones."""
+"""Sampler backends by name (``local``, ``openai``). Built-in backends register here like outside ones."""
 
 from __future__ import annotations
 
@@ -44,4 +44,10 @@ def _load_builtins() -> None:
         sampler: Sampler = LocalSampler.from_config(config)
         return sampler
 
+    def openai(config: Config) -> Sampler:
+        from ambient.sampling.openai import OpenAISampler
+
+        return OpenAISampler.from_config(config)
+
     register_backend("local", local)
+    register_backend("openai", openai)

@@ -1,0 +1,81 @@
+"""A real OpenAI-compatible completions server for tests: llama-cpp-python's, serving the bundled Gemma GGUF.
+
+Started once per session on a free loopback port with an API key (so a wrong
+key is a real 401). ``make test`` installs llama-cpp-python (see the Makefile);
+where it is missing the tests that need it are skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+MODEL_NAME = "gemma-3-270m"
+API_KEY = "test-key-not-secret"
+N_CTX = 2048
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaServer:
+    url: str
+    model: str
+    api_key: str
+    n_ctx: int
+    log: Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_llama_server(gguf: Path, folder: Path) -> Iterator[LlamaServer]:
+    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("uvicorn") is None:
+        pytest.skip("llama-cpp-python[server] is not installed: run `make setup-server` (make test does)")
+    port = free_port()
+    log = folder / "llama-server.log"
+    command = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", MODEL_NAME,
+        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(N_CTX), "--n_threads", "2",
+        "--api_key", API_KEY,
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_for(url, proc, log)
+            yield LlamaServer(url, MODEL_NAME, API_KEY, N_CTX, log)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_for(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    request = urllib.request.Request(url + "/v1/models", headers={"Authorization": f"Bearer {API_KEY}"})
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"the llama.cpp server exited with {proc.returncode}: {tail}")
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"the llama.cpp server did not answer at {url} within {timeout} s")
