@@ -95,6 +95,18 @@ def test_a_full_pass_purges_only_its_own_entries(two_apps: tuple[App, App]) -> N
         again.close()
 
 
+def test_reindex_on_a_shared_server_rebuilds_only_its_own_entries(two_apps: tuple[App, App]) -> None:
+    alice, bob = two_apps
+    sea = write_and_offer(alice, "Notes from the voyage.\n", SEA)
+    garden = write_and_offer(bob, "Garden diary.\n", GARDEN)
+    assert alice.memory is not None and bob.memory is not None
+    before = alice.memory.count()
+    assert bob.memory.rebuild(bob.store) > 0  # embeds Bob's nodes again
+    assert alice.memory.count() == before
+    assert found(bob, "vegetables suffering in hot summer weather", garden)
+    assert found(bob, "a sailing ship caught in bad weather", sea)  # Alice's entries were left alone
+
+
 def test_bob_s_offer_is_built_with_alice_s_memory(two_apps: tuple[App, App]) -> None:
     alice, bob = two_apps
     sea = write_and_offer(alice, "Notes from the voyage.\n", SEA)

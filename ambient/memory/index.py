@@ -165,12 +165,19 @@ class MemoryIndex:
             return embedded
 
     def rebuild(self, store: TreeStore, progress: Progress | None = None) -> int:
-        """Drop the collection and index every node again from the store (``ambient reindex``)."""
+        """Index every node again from the store (``ambient reindex``).
+
+        Embedded: the collection is dropped and made anew. On a Chroma server the
+        collection may be shared with other homes: only this home's entries go.
+        """
         with self._lock:
             with self.location.guard("reset"):
-                names = {getattr(c, "name", c) for c in self._client.list_collections()}
-                if self.location.collection in names:
-                    self._client.delete_collection(self.location.collection)
+                if self._owner:
+                    self._collection.delete(where={"owner": self._owner})
+                else:
+                    names = {getattr(c, "name", c) for c in self._client.list_collections()}
+                    if self.location.collection in names:
+                        self._client.delete_collection(self.location.collection)
             self._collection = self._open_collection()
             self._state = SyncState(0, str(self._collection.id), self.embedder.identity)
             self._save_state()
