@@ -15,7 +15,7 @@ import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, cast
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from ambient.app import App
 from ambient.daemon import Daemon
@@ -49,6 +49,15 @@ class Field:
     maximum: float | None = None
     min_length: int | None = None
     max_length: int | None = None
+    plain_text: bool = False  # a string with something besides whitespace, and no NUL characters
+
+    @property
+    def pattern(self) -> str | None:
+        """The JSON Schema ``pattern`` the OpenAPI document gives this field."""
+        return PLAIN_TEXT if self.plain_text else None
+
+
+PLAIN_TEXT = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +74,7 @@ class Route:
     tag: str = "trees"
 
 
-TEXT = Field("text", "string", "the text", required=True, min_length=1, max_length=200_000)
+TEXT = Field("text", "string", "the text", required=True, min_length=1, max_length=200_000, plain_text=True)
 SAMPLING = (
     Field("n", "integer", "continuations to offer (default: sampling.n)", minimum=1, maximum=MAX_N),
     Field(
@@ -77,6 +86,14 @@ SAMPLING = (
         "tokens per continuation (default: sampling.max_tokens)",
         minimum=1,
         maximum=4096,
+    ),
+    Field("signals", "boolean", "per-token signals where the backend has them (default: sampling.signals)"),
+    Field(
+        "oversample",
+        "integer",
+        "sample this many, offer n cluster representatives (default: sampling.oversample; 0 = off)",
+        minimum=0,
+        maximum=MAX_N,
     ),
 )
 OFFER = Field("offer", "boolean", "offer continuations right away (default true)")
@@ -154,7 +171,7 @@ def _check_fields(
             if f.required:
                 raise InvalidInput(f"missing {what} {f.name!r}: {f.description}")
             continue
-        _check_value(f, data[f.name], what)
+        data[f.name] = _check_value(f, data[f.name], what)
     return {k: v for k, v in data.items() if k in known}
 
 
@@ -166,7 +183,10 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _check_value(f: Field, value: Any, what: str) -> None:
+def _check_value(f: Field, value: Any, what: str) -> Any:
+    """``value`` if it fits ``f`` (an integral float such as 3.0 is the integer 3, as in JSON Schema)."""
+    if f.type == "integer" and isinstance(value, float) and value.is_integer():
+        value = int(value)
     ok = isinstance(value, _TYPES[f.type]) and (f.type == "boolean" or not isinstance(value, bool))
     if not ok:
         raise InvalidInput(f"{what} {f.name!r} must be a {f.type}, got {json.dumps(value)[:40]}")
@@ -182,12 +202,19 @@ def _check_value(f: Field, value: Any, what: str) -> None:
             raise InvalidInput(f"{what} {f.name!r} must not be empty")
         if f.max_length is not None and len(value) > f.max_length:
             raise InvalidInput(f"{what} {f.name!r} is longer than {f.max_length} characters")
+        if f.plain_text and "\x00" in value:
+            raise InvalidInput(f"{what} {f.name!r} contains NUL characters: send plain text")
+        if f.plain_text and not value.strip():
+            raise InvalidInput(f"{what} {f.name!r} must not be empty or blank")
+    return value
 
 
 def _sampling(body: dict[str, Any], request: web.Request) -> dict[str, Any]:
     """Per-request sampling overrides, checked now (a 400 rather than a failed offer later)."""
-    overrides: dict[str, Any] = {k: body[k] for k in ("n", "temperature", "max_tokens") if k in body}
-    options_from(_daemon(request).config.sampling, **overrides)
+    keys = ("n", "temperature", "max_tokens", "signals", "oversample")
+    overrides: dict[str, Any] = {k: body[k] for k in keys if k in body}
+    checked = {k: v for k, v in overrides.items() if k != "oversample"}  # oversample is not a sampler option
+    options_from(_daemon(request).config.sampling, **checked)
     return overrides
 
 
@@ -420,7 +447,17 @@ def _offer_view(app: App, offer_id: str) -> tuple[Any, list[Node]]:
 
 
 SEARCH_QUERY = (
-    Field("q", "string", "what to look for, in your own words", required=True, min_length=1, max_length=2000),
+    # 500 characters keep the request line under aiohttp's 8190 bytes even when every one is
+    # percent-encoded 4-byte UTF-8; the embedder reads only the first 256 tokens anyway.
+    Field(
+        "q",
+        "string",
+        "what to look for, in your own words",
+        required=True,
+        min_length=1,
+        max_length=500,
+        plain_text=True,
+    ),
     Field("k", "integer", "how many results (default 8)", minimum=1, maximum=50),
 )
 
@@ -520,10 +557,10 @@ ROUTES: tuple[Route, ...] = (
         "POST",
         "/api/nodes/{node_id}/prune",
         prune,
-        "set a node aside (or back)",
+        "set a node aside (or back); the root of a tree cannot be pruned (409)",
         "NodeResult",
         body=PRUNE_BODY,
-        errors=NODE_ERRORS,
+        errors=(*NODE_ERRORS, 409),
     ),
     Route(
         "POST",
@@ -580,12 +617,21 @@ ROUTES: tuple[Route, ...] = (
         "the pick log: each offer and what was done with each continuation",
         "PickLog",
         query=PICKS_QUERY,
-        errors=(404,),
+        errors=(400, 404),
         tag="memory",
     ),
 )
 
 
+async def expect_handler(request: web.Request) -> None:
+    """``Expect: 100-continue`` is answered as aiohttp does; any other Expect value is ignored
+    (RFC 9110 allows either), so the request still meets the guard and gets a JSON answer
+    instead of aiohttp's plain-text 417 before any check."""
+    if request.version == HttpVersion11 and request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+
+
 def add_routes(app: web.Application) -> None:
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, route.handler)
+        app.router.add_route(route.method, route.path, route.handler, expect_handler=expect_handler)

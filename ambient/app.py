@@ -26,6 +26,8 @@ class App:
         self.config = config
         self._sampler = sampler
         self.memory_warning: str | None = None
+        # Offers whose failure could not be stored (the disk was full): marked failed at the next offer.
+        self.unsettled_offers: set[str] = set()
         self.memory_error: AmbientError | None = None  # why the index could not be opened
         self._index_lock = threading.Lock()  # one sync at a time, whoever asks
 

@@ -91,10 +91,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AmbientError as exc:
         print(f"ambient: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a file named on the command line that cannot be read or written
+        where = f" {exc.filename}" if exc.filename else ""
+        reason = exc.strerror or exc
+        print(f"ambient: cannot use{where} ({reason}): check the path and its permissions", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
     finally:
         if app is not None:
             app.close()

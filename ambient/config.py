@@ -67,6 +67,8 @@ class SamplingSection:
     top_logprobs: int = 5
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    signals: bool = True  # per-token signals (entropy, ease, attention, surprise) where the backend has them
+    oversample: int = 0  # 0 = off; else sample this many, cluster them, offer n representatives
 
 
 @dataclasses.dataclass(frozen=True)

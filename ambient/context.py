@@ -128,6 +128,8 @@ class ContextBuilder:
             block = self._memory_block(pieces)
         provenance["source"].update(chars=[cut_chars, len(source_text)], tokens=self.count_tokens(text))
         provenance["cut"]["source_chars"] = cut_chars
+        memory_end = len(block)  # prompt chars: retrieved memory, then the source text
+        provenance["regions"] = [["memory", 0, memory_end], ["source", memory_end, memory_end + len(text)]]
         return BuiltContext(block + text, provenance)
 
     def _fit_source(self, text: str, budget: int) -> tuple[str, int]:

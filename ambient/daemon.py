@@ -88,6 +88,10 @@ class Subscriber:
 class Daemon:
     """The running service: implements the sources' Hub and backs the HTTP API."""
 
+    # A connection that has not sent a whole request (headers trickling in byte by byte, or
+    # nothing at all) or sits idle between requests is closed after this long.
+    idle_timeout_s = 15.0
+
     def __init__(
         self,
         config: Config,
@@ -157,6 +161,8 @@ class Daemon:
         if self.serve:
             await self._start_server(self.web_app)
         await self.sources.start()
+        if self.serve:  # only now: whoever finds the daemon by this file finds its sources running
+            await self.run_blocking(self._write_runtime_file)
         self.started_at = time.time()
         self.schedule_index()
 
@@ -176,7 +182,9 @@ class Daemon:
             self.memory_ready = False
 
     async def _start_server(self, web_app: web.Application) -> None:
-        self._runner = web.AppRunner(web_app, access_log=None, shutdown_timeout=5.0)
+        self._runner = web.AppRunner(
+            web_app, access_log=None, shutdown_timeout=5.0, keepalive_timeout=self.idle_timeout_s
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.server.host, self.port)
         try:
@@ -189,7 +197,6 @@ class Daemon:
         addresses = self._runner.addresses
         if addresses:
             self.port = int(addresses[0][1])
-        await self.run_blocking(self._write_runtime_file)
 
     async def stop(self) -> None:
         """Shut down cleanly: nothing acknowledged is lost, in-flight sampling is stored as cancelled."""
@@ -322,7 +329,11 @@ class Daemon:
     async def _sample(self, job: Job, begun: dict[str, Offer]) -> OfferOutcome:
         event = job.event
         options = options_from(
-            self.config.sampling, n=event.n, temperature=event.temperature, max_tokens=event.max_tokens
+            self.config.sampling,
+            n=event.n,
+            temperature=event.temperature,
+            max_tokens=event.max_tokens,
+            signals=event.signals,
         )
 
         def on_begin(offer: Offer, context: BuiltContext) -> None:
@@ -352,11 +363,13 @@ class Daemon:
             on_token=on_token,
             on_begin=on_begin,
             cancel=job.cancel,
+            oversample=event.oversample,
         )
         return await self._in_sampling(work)
 
     async def _publish_failed(self, event: SourceEvent, offer: Offer | None, exc: Exception) -> None:
-        data: dict[str, Any] = {"parent_id": event.parent_id, "error": str(exc), "offer": None, "nodes": []}
+        reason = str(exc) if isinstance(exc, AmbientError) else f"{type(exc).__name__}: {exc}"
+        data: dict[str, Any] = {"parent_id": event.parent_id, "error": reason, "offer": None, "nodes": []}
         if offer is not None:
             stored, nodes = await self.run_blocking(self._offer_with_nodes, offer.id)
             data.update(offer_id=offer.id, offer=stored.as_dict(), nodes=[n.as_dict() for n in nodes])
@@ -459,4 +472,5 @@ def _token_event(offer_id: str, branch: int, token: Token) -> dict[str, Any]:
         "text": token.text,
         "logprob": token.logprob,
         "top": [{"text": a.text, "logprob": a.logprob} for a in token.top],
+        **(token.extra or {}),  # per-token signals, shown live
     }

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,11 +28,26 @@ _CORE_KEYS = {"id", "text", "children", "parent_id"}
 _MAX_DEPTH = 10_000
 
 
+MAX_LOOM_BYTES = 512 * 1024 * 1024
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """The bytes of a regular file of a sane size (never a device, FIFO or endless stream)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not hang the reader
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidInput(f"{path} is not a regular file: give the path of a Loom .json file")
+        if st.st_size > MAX_LOOM_BYTES:
+            raise InvalidInput(f"{path} is larger than {MAX_LOOM_BYTES >> 20} MiB: is it a Loom file?")
+        return fh.read(MAX_LOOM_BYTES + 1)
+
+
 def read_loom_file(path: str | Path) -> dict[str, Any]:
     """Parse and check a Loom file; raise InvalidInput saying what is wrong."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = _read_regular_file(path)
     except FileNotFoundError:
         raise InvalidInput(f"{path} does not exist: give the path of a Loom .json file") from None
     except IsADirectoryError:

@@ -7,6 +7,7 @@ never writes into a source or sends anything anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -16,7 +17,8 @@ from typing import Any
 from ambient.app import App
 from ambient.config import SamplingSection
 from ambient.context import BuiltContext
-from ambient.sampling.base import OnToken, SampleResult, SamplingOptions, Token
+from ambient.sampling.base import OnToken, PromptRegion, SampleResult, SamplingOptions, Token
+from ambient.store import StoreError
 from ambient.tree import MODEL, Author, NewBranch, Node, Offer, OfferState
 
 _LOGGER = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ def options_from(section: SamplingSection, **overrides: Any) -> SamplingOptions:
         "stop": tuple(section.stop),
         "seed": section.seed,
         "top_logprobs": section.top_logprobs,
+        "signals": section.signals,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["stop"] = tuple(values["stop"])
@@ -63,6 +66,14 @@ class _Partial:
         return [NewBranch("".join(t.text for t in toks), list(toks), reason) for toks in self.tokens if toks]
 
 
+def _settle(app: App, reason: str) -> None:
+    """Mark failed the offers whose result could not be stored (best effort: the disk may still be full)."""
+    for offer_id in list(app.unsettled_offers):
+        with contextlib.suppress(StoreError):
+            app.store.fail_offer(offer_id, reason)
+            app.unsettled_offers.discard(offer_id)
+
+
 def make_offer(
     app: App,
     parent_id: str,
@@ -74,13 +85,17 @@ def make_offer(
     on_token: OnToken | None = None,
     on_begin: Callable[[Offer, BuiltContext], None] | None = None,
     cancel: threading.Event | None = None,
+    oversample: int | None = None,
 ) -> OfferOutcome:
     """Blocking: build the context for ``parent_id``, sample, and store the offer.
 
     ``source_text`` overrides the text to continue (by default the full text
-    from the tree's root to ``parent_id``).
+    from the tree's root to ``parent_id``). ``oversample`` (default
+    ``sampling.oversample``; 0 = off) samples that many continuations and offers
+    ``options.n`` representatives of their clusters (see :mod:`ambient.sampling.diverse`).
     """
     store = app.store
+    _settle(app, "the disk was full when it finished: its continuations could not be stored")
     ancestry = store.ancestry(parent_id)
     text = source_text if source_text is not None else "".join(n.text for n in ancestry)
     context = app.context_builder(use_memory).build(
@@ -92,13 +107,17 @@ def make_offer(
         use_memory=use_memory,
     )
     sampler = app.sampler
+    regions = tuple(PromptRegion(k, a, b) for k, a, b in context.provenance.get("regions", ()))
+    options = dataclasses.replace(options, regions=regions)
+    wide = oversample if oversample is not None else app.config.sampling.oversample
+    pool = dataclasses.replace(options, n=wide) if wide > options.n else options
     author = Author(MODEL, sampler.name, options.as_dict())
     offer = store.begin_offer(parent_id, options.as_dict(), {"backend": sampler.name})
     if on_begin is not None:
         on_begin(offer, context)
-    partial = _Partial(options.n, on_token)
+    partial = _Partial(pool.n, on_token if pool is options else None)  # a pool is offered once clustered
     try:
-        result = sampler.generate(context.prompt, options, partial, cancel)
+        result = sampler.generate(context.prompt, pool, partial, cancel)
     except Exception as exc:
         _LOGGER.warning("sampling failed for offer %s: %s", offer.id, exc)
         store.finish_offer(
@@ -112,13 +131,63 @@ def make_offer(
         raise
     provenance = {**context.provenance, "truncated_tokens": result.truncated_tokens}
     state = OfferState.CANCELLED if cancel is not None and cancel.is_set() else OfferState.DONE
+    meta = {**result.meta, "prompt_tokens": result.prompt_tokens}
+    if "surprise" in meta:
+        path = ancestry if source_text is None else []
+        meta["surprise"] = _surprise_by_node(meta["surprise"], context, path)
+    if pool is not options:
+        result, meta["diverse"] = _diversify(app, result, options.n)
     branches = [NewBranch(c.text, c.tokens, c.finish_reason) for c in result.continuations]
-    nodes = store.finish_offer(
-        offer.id,
-        branches,
-        author=author,
-        provenance=provenance,
-        state=state,
-        meta={**result.meta, "prompt_tokens": result.prompt_tokens},
-    )
+    try:
+        nodes = store.finish_offer(
+            offer.id, branches, author=author, provenance=provenance, state=state, meta=meta
+        )
+    except StoreError as exc:  # e.g. the disk is full: the offer must not stay "streaming"
+        app.unsettled_offers.add(offer.id)
+        _settle(app, str(exc))
+        raise
     return OfferOutcome(store.get_offer(offer.id), nodes, result, context)
+
+
+def _surprise_by_node(spans: list[list[Any]], context: BuiltContext, ancestry: list[Node]) -> list[list[Any]]:
+    """Surprise spans ``[start, end, logprob]`` in prompt chars, as ``[node_id, start, end, logprob]``.
+
+    With ``ancestry`` (the source is the path's text) offsets are within each node's own text;
+    otherwise ``node_id`` is "" and offsets are within the source text given.
+    """
+    regions = {k: (a, b) for k, a, b in context.provenance.get("regions", ())}
+    begin = regions.get("source", (0, 0))[0]
+    shift = int(context.provenance.get("cut", {}).get("source_chars", 0)) - begin
+    bounds, at = [], 0
+    for n in ancestry:
+        bounds.append((at, at + len(n.text), n.id))
+        at += len(n.text)
+    out: list[list[Any]] = []
+    for start, end, lp in spans:
+        s, e = start + shift, end + shift
+        home = next(((a, b, nid) for a, b, nid in bounds if a <= s < b), None)
+        if home is None:
+            out.append(["", s, e, lp])
+        else:
+            out.append([home[2], s - home[0], min(e, home[1]) - home[0], lp])
+    return out
+
+
+def _diversify(app: App, result: SampleResult, k: int) -> tuple[SampleResult, dict[str, Any]]:
+    """Cluster the pool's continuations by meaning; keep one per cluster, with the share its cluster had.
+
+    The facts go in the offer's meta as ``diverse``: ``picks[i]`` labels the i-th offered node.
+    """
+    from ambient.memory import get_embedder
+    from ambient.sampling import diverse
+
+    pool = result.continuations
+    vectors = get_embedder(app.config).embed([c.text for c in pool])
+    picks = diverse.choose(vectors, k)
+    info = {
+        "pool": len(pool),
+        "picks": [{"sample": p.index, "share": round(p.share, 4), "cluster": len(p.members)} for p in picks],
+        "pool_diversity": round(diverse.mean_pairwise_distance(vectors), 4),
+        "offered_diversity": round(diverse.mean_pairwise_distance(vectors[[p.index for p in picks]]), 4),
+    }
+    return dataclasses.replace(result, continuations=[pool[p.index] for p in picks]), info

@@ -205,9 +205,10 @@ ERROR_TEXT = {
     409: "the action no longer fits the current state (e.g. the note changed around the point)",
     413: "the body is larger than server.max_body_bytes",
     415: "the body is not JSON",
-    503: "a service is not available (memory, the manual source, shutting down)",
+    503: "a service is not available (memory, the manual source, the tree store: disk full or "
+    "read-only; shutting down)",
 }
-COMMON_ERRORS = (401, 403)
+COMMON_ERRORS = (401, 403, 503)
 
 
 def _field_schema(field: Any) -> Schema:
@@ -219,6 +220,7 @@ def _field_schema(field: Any) -> Schema:
         ("maximum", "maximum"),
         ("minLength", "min_length"),
         ("maxLength", "max_length"),
+        ("pattern", "pattern"),
     ):
         value = getattr(field, attr)
         if value is not None:
@@ -283,13 +285,15 @@ EVENT_TYPES = (
     "note_accepted",
     "transcript",
     "speech_status",
+    "source_status",
 )
 EVENTS_DESCRIPTION = (
     "Server to client: one JSON text per event, {type, data}; types: "
     + ", ".join(EVENT_TYPES)
     + ". note_changed: {path, tree_id, version, point, point_node_id}; note_accepted: an Accepted; "
     "transcript: {session, tree_id, node_id, committed: [{start, end, text}], tentative, time, pause, "
-    "pauses}; speech_status: {session, state, message}.\n\n"
+    "pauses}; speech_status: {session, state, message}; source_status: {name, state, restarts, "
+    "last_error} (a source crashed, or was restarted after a crash).\n\n"
     'Client to server: the text "ping" (answered by {type: "pong"}); and speech from the browser: '
     'first the text {"type": "speech_start", "session": ID, "sample_rate": 16000} (ID: 1 to 100 '
     "letters, digits, '_', '.', ':' or '-'; sample_rate defaults to 16000), then binary messages of "

@@ -41,16 +41,27 @@ class Unauthorized(AmbientError):
 def load_or_create_token(home: Path) -> str:
     """The daemon's token: read from ``home/token``, or made (mode 0600) the first time."""
     path = home / TOKEN_FILE
-    home.mkdir(parents=True, exist_ok=True)
     try:
+        home.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return _read_existing(path)
+    except OSError as exc:
+        raise AmbientError(
+            f"cannot create the token file {path} ({exc.strerror}): make AMBIENT_HOME writable "
+            "(or point AMBIENT_HOME at a writable folder)"
+        ) from None
     token = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(token + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(token + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise AmbientError(
+            f"cannot write the token file {path} ({exc.strerror}): free some disk space in AMBIENT_HOME"
+        ) from None
     return token
 
 
@@ -127,5 +138,6 @@ def check_token(expected: str, given: str) -> None:
             "no token: open the URL that `ambient run` printed, or send 'Authorization: Bearer TOKEN' "
             "(the token is in $AMBIENT_HOME/token)"
         )
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    # Header bytes that are not UTF-8 arrive as surrogates: compare them as the bytes they were.
+    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
         raise Unauthorized("wrong token: use the one in $AMBIENT_HOME/token (the URL `ambient run` printed)")

@@ -110,8 +110,14 @@ class SourceHost:
         _LOGGER.warning("source %s is not running: %s", name, message)
 
     async def _supervise(self, name: str, source: Source) -> None:
+        """Run ``source`` until cancelled; a crash is reported and the source restarted with backoff.
+
+        The delay doubles after each crash (up to ``backoff_max``) and starts over once a run
+        has lasted longer than ``backoff_max``.
+        """
         delay = self.backoff_initial
         while True:
+            began = asyncio.get_running_loop().time()
             try:
                 await source.run()
                 self.running[name].state = "stopped"
@@ -119,13 +125,30 @@ class SourceHost:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if asyncio.get_running_loop().time() - began > self.backoff_max:
+                    delay = self.backoff_initial
                 entry = self.running[name]
                 entry.state, entry.restarts = "restarting", entry.restarts + 1
                 entry.last_error = f"{type(exc).__name__}: {exc}"
                 _LOGGER.warning("source %s crashed (%s); restarting in %.1f s", name, entry.last_error, delay)
+                self._publish(name, entry)
             await asyncio.sleep(delay)
             self.running[name].state = "running"
+            self._publish(name, self.running[name])
             delay = min(delay * 2, self.backoff_max)
+
+    def _publish(self, name: str, entry: _Running) -> None:
+        """Tell the UI (``source_status`` event) that a source crashed or was restarted."""
+        data = {
+            "name": name,
+            "state": entry.state,
+            "restarts": entry.restarts,
+            "last_error": entry.last_error,
+        }
+        try:
+            self.hub.publish("source_status", data)
+        except Exception:  # reporting must never stop the supervisor
+            _LOGGER.debug("could not publish the state of source %s", name, exc_info=True)
 
     def get(self, name: str) -> Source | None:
         entry = self.running.get(name)

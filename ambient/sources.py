@@ -43,6 +43,8 @@ class SourceEvent:
     n: int | None = None  # overrides of the configured sampling settings
     temperature: float | None = None
     max_tokens: int | None = None
+    signals: bool | None = None  # per-token signals (default: sampling.signals)
+    oversample: int | None = None  # sample this many and offer n cluster representatives (0 = off)
     debounce: bool = True  # False: a person asked for it explicitly, sample now
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ambient.errors import AmbientError, InvalidInput, NotFound
+from ambient.errors import AmbientError, Conflict, InvalidInput, NotFound
 from ambient.sampling.base import Token
 from ambient.tree import (
     HUMAN,
@@ -113,7 +113,9 @@ _NODE_COLUMNS = (
 
 
 class StoreError(AmbientError):
-    """The database cannot be opened or written."""
+    """The database cannot be opened or written (disk full, read-only): the service is unavailable."""
+
+    http_status = 503
 
 
 class TreeStore:
@@ -176,20 +178,31 @@ class TreeStore:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise StoreError(f"cannot write the tree store at {self.path} ({exc})") from exc
+                raise StoreError(self._cannot_write(exc)) from exc
             try:
                 yield self._db
+            except sqlite3.OperationalError as exc:  # disk full, read-only file system, I/O error
+                self._rollback()
+                raise StoreError(self._cannot_write(exc)) from exc
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
             try:
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
-                raise StoreError(
-                    f"cannot write the tree store at {self.path} ({exc}): free some disk space "
-                    "or make AMBIENT_HOME writable; nothing was changed"
-                ) from exc
+                self._rollback()
+                raise StoreError(self._cannot_write(exc)) from exc
+
+    def _rollback(self) -> None:
+        """Undo the open transaction (SQLite may already have rolled it back itself)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("ROLLBACK")
+
+    def _cannot_write(self, exc: sqlite3.Error) -> str:
+        return (
+            f"cannot write the tree store at {self.path} ({exc}): free some disk space "
+            "or make AMBIENT_HOME writable; nothing was changed"
+        )
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -535,6 +548,15 @@ class TreeStore:
         rows = self._query("SELECT id FROM offers WHERE tree_id = ? ORDER BY created_at", (tree_id,))
         return [self.get_offer(r[0]) for r in rows]
 
+    def fail_offer(self, offer_id: str, reason: str) -> bool:
+        """Mark a streaming offer failed (when its result could not be stored); True if it was."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE offers SET state = ?, error = ?, finished_at = ? WHERE id = ? AND state = ?",
+                (OfferState.FAILED, reason, now(), offer_id, OfferState.STREAMING),
+            )
+            return cur.rowcount > 0
+
     def fail_unfinished_offers(self, reason: str) -> int:
         """Mark offers left streaming by a crash as failed (called at start-up)."""
         with self._tx() as db:
@@ -590,7 +612,7 @@ class TreeStore:
     def prune(self, node_id: str, pruned: bool = True) -> Node:
         node = self.get_node(node_id)
         if node.parent_id is None and pruned:
-            raise InvalidInput("the root of a tree cannot be pruned: prune its children instead")
+            raise Conflict("the root of a tree cannot be pruned: prune its children instead")
         status = Status.PRUNED if pruned else Status.OFFERED
         with self._tx() as db:
             db.execute(

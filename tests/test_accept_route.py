@@ -149,16 +149,16 @@ async def test_unknown_node_is_404(bare: tuple[Daemon, TestClient[Any, Any]]) ->
     assert resp.status == 404 and "error" in await resp.json()
 
 
-async def test_a_node_outside_a_note_is_400(bare: tuple[Daemon, TestClient[Any, Any]]) -> None:
+async def test_a_node_outside_a_note_is_409(bare: tuple[Daemon, TestClient[Any, Any]]) -> None:
     daemon, client = bare
     store = daemon.app.store
     _, root = store.create_tree("Typed by hand", title="Manual")
     _, nodes = store.add_offer(root.id, [NewBranch(" and more")], author=Author(MODEL, "m"))
     resp = await client.post(f"/api/nodes/{nodes[0].id}/accept")
-    assert resp.status == 400 and "does not belong to a note" in (await resp.json())["error"]
+    assert resp.status == 409 and "does not belong to a note" in (await resp.json())["error"]
 
 
-async def test_accepting_the_notes_own_text_is_400(
+async def test_accepting_the_notes_own_text_is_409(
     bare: tuple[Daemon, TestClient[Any, Any]], notes: Path
 ) -> None:
     daemon, client = bare
@@ -167,7 +167,7 @@ async def test_accepting_the_notes_own_text_is_400(
     nodes = offer_at(daemon.app.store, note, [" and an offer"])
     assert nodes[0].parent_id is not None
     resp = await client.post(f"/api/nodes/{nodes[0].parent_id}/accept")
-    assert resp.status == 400
+    assert resp.status == 409
     assert note.read_text() == "Just the note"
 
 

@@ -227,7 +227,7 @@ async def test_prune_bookmark_and_undo(daemon: Daemon, client: TestClient[Any, A
     resp = await client.post(f"/api/nodes/{node_id}/bookmark", json={"on": False})
     assert (await resp.json())["node"]["bookmarked"] is False
     resp = await client.post(f"/api/nodes/{made['root']['id']}/prune")
-    assert resp.status == 400 and "root" in (await resp.json())["error"]
+    assert resp.status == 409 and "root" in (await resp.json())["error"]
 
 
 async def test_regenerate_offers_more_at_the_same_node(daemon: Daemon, client: TestClient[Any, Any]) -> None:

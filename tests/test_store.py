@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ambient.errors import InvalidInput, NotFound
+from ambient.errors import Conflict, InvalidInput, NotFound
 from ambient.sampling.base import Token, TokenAlt
 from ambient.store import TreeStore
 from ambient.tree import MODEL, Action, Author, NewBranch, OfferState, Status
@@ -91,7 +91,7 @@ def test_prune_bookmark_tag(store: TreeStore) -> None:
     assert store.bookmark(nodes[1].id).bookmarked
     assert store.tag(nodes[1].id, "idea").tags == ("idea",)
     assert store.tag(nodes[1].id, "idea", on=False).tags == ()
-    with pytest.raises(InvalidInput, match="root"):
+    with pytest.raises(Conflict, match="root"):
         store.prune(root.id)
 
 

@@ -29,6 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ambient.errors import InvalidInput
 from ambient.sampling.base import SamplingOptions
 
 BANDWIDTH_BYTES = 1 << 29  # 512 MiB: far bigger than any CPU cache, smaller than the model
@@ -37,15 +38,45 @@ BANDWIDTH_BYTES = 1 << 29  # 512 MiB: far bigger than any CPU cache, smaller tha
 def run(
     config: Any,
     *,
-    model_path: Path,
+    model_path: Path | None = None,
     prompt_tokens: int = 1000,
     new_tokens: int = 32,
     ns: Sequence[int] = (1, 4, 8),
     seed: int = 0,
     repeats: int = 1,
+    backend: str = "local",
+    url: str | None = None,
+    signals: bool = False,
 ) -> dict[str, Any]:
-    """Run the benchmark; returns plain data (see :func:`to_markdown`). Timings: best of ``repeats``."""
+    """Run the benchmark; returns plain data (see :func:`to_markdown`). Timings: best of ``repeats``.
+
+    ``signals=True`` measures the cost of per-token signals instead (:mod:`ambient.bench.signals`,
+    its own section of BENCHMARKS.md).
+
+    ``backend="openai"`` runs the same workload on the server at ``url`` beside the local backend
+    (:mod:`ambient.bench.sampling_openai`, its own section of BENCHMARKS.md).
+    """
+    from ambient import models
     from ambient.sampling.local import LocalSampler
+
+    if signals:
+        from ambient.bench import signals as signals_bench
+
+        return signals_bench.run(
+            config, model_path=model_path, prompt_tokens=prompt_tokens, new_tokens=new_tokens
+        )
+    model_path = model_path or models.resolve_model_path(config)
+    if backend == "openai":
+        from ambient.bench import sampling_openai
+
+        if not url:
+            raise InvalidInput("--backend openai needs --url http://HOST:PORT (the completions server)")
+        return sampling_openai.run(
+            config, url=url, model_path=model_path, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
+            ns=ns, seed=seed, repeats=repeats,
+        )
+    if backend != "local":
+        raise InvalidInput(f"--backend must be local or openai, got {backend!r}")
 
     sampler = LocalSampler(model_path, device=config.model.device, threads=config.model.threads)
     result: dict[str, Any] = {
@@ -211,6 +242,14 @@ def _summarise(result: dict[str, Any]) -> None:
 
 def to_markdown(result: dict[str, Any]) -> str:
     """A short report: one table per N, then the bound, the -n 1/-n 8 comparison and memory."""
+    if result.get("section") == "signals":
+        from ambient.bench import signals as signals_bench
+
+        return signals_bench.to_markdown(result)
+    if result.get("backend") == "openai":
+        from ambient.bench import sampling_openai
+
+        return sampling_openai.to_markdown(result)
     lines = [
         f"Sampling benchmark: {result['model']} on {result['device']} ({result['threads']} threads), "
         f"prompt {result['prompt_tokens']} tokens, {result['new_tokens']} new tokens per branch, "

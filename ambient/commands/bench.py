@@ -20,7 +20,8 @@ from typing import Any
 from ambient.app import App
 from ambient.errors import InvalidInput
 
-BENCHMARKS = ("sampling", "memory", "latency", "notes", "discord", "speech")
+BENCHMARKS = ("sampling", "memory", "latency", "notes", "discord", "speech", "load")
+LONG_BENCHMARKS = ("soak",)  # not part of "all"
 
 
 def register(sub: Any) -> None:
@@ -29,13 +30,14 @@ def register(sub: Any) -> None:
         help="measure speed and memory; results go into BENCHMARKS.md",
         description="Run a benchmark side by side with the obvious alternative and record the figures.",
     )
-    p.add_argument("name", choices=[*BENCHMARKS, "all"])
+    p.add_argument("name", choices=[*BENCHMARKS, *LONG_BENCHMARKS, "all"])
     p.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     p.add_argument("--output", default="BENCHMARKS.md", help="file to update (default: BENCHMARKS.md)")
     p.add_argument("--no-write", action="store_true", help="print only")
     p.add_argument("--backend", default=None, help="sampling bench: local or openai")
     p.add_argument("--url", default=None, help="sampling bench: OpenAI-compatible server URL")
     p.add_argument("--signals", action="store_true", help="sampling bench: cost of per-token signals")
+    p.add_argument("--minutes", type=float, default=None, help="soak bench: how long (default 30)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 
@@ -54,8 +56,8 @@ def cmd_bench(args: argparse.Namespace, app: App) -> int:
             print(json.dumps(result, indent=2, default=str))
         else:
             print(markdown)
-        if not args.no_write:
-            update_section(Path(args.output), name, markdown)
+        if not args.no_write:  # a variant (e.g. --backend openai) names its own section
+            update_section(Path(args.output), str(result.get("section", name)), markdown)
     return 0
 
 
@@ -63,7 +65,13 @@ def _options_for(module: Any, args: argparse.Namespace) -> dict[str, Any]:
     import inspect
 
     accepted = inspect.signature(module.run).parameters
-    wanted = {"quick": args.quick, "backend": args.backend, "url": args.url, "signals": args.signals}
+    wanted = {
+        "quick": args.quick,
+        "backend": args.backend,
+        "url": args.url,
+        "signals": args.signals,
+        "minutes": args.minutes,
+    }
     return {k: v for k, v in wanted.items() if k in accepted and v not in (None, False)}
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ambient import signals_view
 from ambient.app import App
 from ambient.errors import InvalidInput, NotFound
 from ambient.fsutil import write_atomic
@@ -37,6 +38,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("show", help="show a tree, or a node with its context and provenance")
     p.add_argument("id", metavar="TREE|NODE")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--signals", action="store_true", help="per-token signals: p, entropy, ease, ...")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("trees", help="list trees")
@@ -73,6 +75,9 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model folder (default: the bundled Gemma 3 270M)")
     p.add_argument("--backend", default=None, help="sampling backend: local or openai")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible server, for --backend openai")
+    on_off = argparse.BooleanOptionalAction
+    p.add_argument("--signals", action=on_off, default=None, help="per-token signals (sampling.signals)")
+    p.add_argument("--oversample", type=int, default=None, help="sample this many, offer -n representatives")
 
 
 def read_text_arg(path: str) -> str:
@@ -128,6 +133,7 @@ def cmd_continue(args: argparse.Namespace, app: App) -> int:
         top_k=args.top_k,
         seed=args.seed,
         stop=tuple(args.stop) if args.stop else None,
+        signals=args.signals,
     )
     _apply_model_flags(app, args)
     if args.from_node:
@@ -139,7 +145,9 @@ def cmd_continue(args: argparse.Namespace, app: App) -> int:
         source = "cli" if args.path == "-" else f"file:{Path(args.path).name}"
         tree, parent = app.store.create_tree(text, source=source)
     source_desc = {"kind": "tree", "tree_id": tree.id, "node_id": parent.id}
-    outcome = make_offer(app, parent.id, options, source=source_desc, use_memory=not args.no_memory)
+    outcome = make_offer(
+        app, parent.id, options, source=source_desc, use_memory=not args.no_memory, oversample=args.oversample
+    )
     app.index_pending()
     if args.json:
         payload = {
@@ -185,7 +193,7 @@ def cmd_show(args: argparse.Namespace, app: App) -> int:
         node_id = store.resolve_node_id(args.id)
     except NotFound:
         return _show_tree(app, store.get_tree(store.resolve_tree_id(args.id)), args.json)
-    return _show_node(app, store.get_node(node_id), args.json)
+    return _show_node(app, store.get_node(node_id), args.json, getattr(args, "signals", False))
 
 
 def _show_tree(app: App, tree: Tree, as_json: bool) -> int:
@@ -207,7 +215,7 @@ def _show_tree(app: App, tree: Tree, as_json: bool) -> int:
     return 0
 
 
-def _show_node(app: App, node: Node, as_json: bool) -> int:
+def _show_node(app: App, node: Node, as_json: bool, signals: bool = False) -> int:
     store = app.store
     ancestry = store.ancestry(node.id)
     children = store.children(node.id)
@@ -218,6 +226,12 @@ def _show_node(app: App, node: Node, as_json: bool) -> int:
         payload["full_text"] = "".join(n.text for n in ancestry)
         payload["children"] = [c.id for c in children]
         payload["revisions"] = [{"rev": r.rev, "text": r.text, "edited_at": r.edited_at} for r in revisions]
+        if signals:
+            payload["signals"] = {
+                "tokens": signals_view.signal_rows(node),
+                "surprise": signals_view.node_surprise(store, node),
+                **signals_view.offer_facts(store, node),
+            }
         _print_json(payload)
         return 0
     print(f"node {node.id}  tree {node.tree_id}  {node.status}  by {node.author.kind} {node.author.name}")
@@ -230,6 +244,8 @@ def _show_node(app: App, node: Node, as_json: bool) -> int:
         print(
             "tokens: " + " ".join(f"{t.text!r}:{t.logprob:.2f}" for t in node.tokens if t.logprob is not None)
         )
+    if signals:
+        print(signals_view.render(store, node))
     for r in revisions:
         print(f"revision {r.rev}: {_preview(r.text)}")
     for c in children:

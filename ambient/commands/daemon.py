@@ -144,8 +144,9 @@ def _describe(s: dict[str, Any]) -> str:
         f"  {s['subscribers']} UI(s) connected",
     ]
     for name, src in sorted(s["sources"].items()):
-        error = f" ({src['last_error']})" if src["last_error"] else ""
-        lines.append(f"  source {name}: {src['state']}{error}")
+        restarts = f", restarted {src['restarts']}x after crashes" if src.get("restarts") else ""
+        error = f" ({'last: ' if restarts else ''}{src['last_error']})" if src["last_error"] else ""
+        lines.append(f"  source {name}: {src['state']}{restarts}{error}")
     return "\n".join(lines)
 
 

@@ -23,6 +23,24 @@ from typing import Any
 from ambient.errors import InvalidInput
 
 MAX_N = 64
+SIGNALS = frozenset({"entropy", "ease", "attention", "surprise"})  # what a backend may offer per token
+REGION_KINDS = ("memory", "source")
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptRegion:
+    """Characters ``start:end`` of the prompt are retrieved ``memory`` or the ``source`` being continued."""
+
+    kind: str
+    start: int
+    end: int
+
+    def validate(self) -> PromptRegion:
+        if self.kind not in REGION_KINDS:
+            raise InvalidInput(f"a prompt region's kind must be one of {REGION_KINDS}, got {self.kind!r}")
+        if not 0 <= self.start <= self.end:
+            raise InvalidInput(f"a prompt region needs 0 <= start <= end, got {self.start}..{self.end}")
+        return self
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +55,8 @@ class SamplingOptions:
     stop: tuple[str, ...] = ()
     seed: int | None = None  # branch i uses seed + i
     top_logprobs: int = 5  # alternatives recorded per token (0 = none)
+    signals: bool = False  # per-token signals (see ambient.sampling.signals), where the backend has them
+    regions: tuple[PromptRegion, ...] = ()  # which prompt chars are memory / source (for attention, surprise)
 
     def validate(self) -> SamplingOptions:
         if not 1 <= self.n <= MAX_N:
@@ -55,11 +75,15 @@ class SamplingOptions:
             raise InvalidInput(f"top_logprobs must be between 0 and 20, got {self.top_logprobs}")
         if any(not s for s in self.stop):
             raise InvalidInput("stop strings must not be empty")
+        for region in self.regions:
+            region.validate()
         return self
 
     def as_dict(self) -> dict[str, Any]:
+        """The settings as stored with an offer (regions are facts of one prompt: not included)."""
         d = dataclasses.asdict(self)
         d["stop"] = list(self.stop)
+        del d["regions"]
         return d
 
 
@@ -68,7 +92,7 @@ class Capabilities:
     streams: bool = True
     logprobs: bool = True
     max_n: int = MAX_N
-    signals: frozenset[str] = frozenset()  # e.g. {"entropy", "ease", "attention"}
+    signals: frozenset[str] = frozenset()  # a subset of SIGNALS; the UI hides what is missing
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,15 +15,18 @@ import os
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ambient import models  # first: it sets the offline switches transformers reads on import
 from ambient.errors import InvalidInput, ModelUnavailable
+from ambient.sampling import signals
 from ambient.sampling.prefix_cache import PrefixCache
 from ambient.sampling.base import (
     MAX_N,
+    SIGNALS,
     Capabilities,
     Continuation,
     OnToken,
@@ -47,6 +50,7 @@ GROW_MIN = 64  # spare positions a cache layer grows by at least
 HEAD_BLOCK_ROWS = 32768  # output-layer rows packed per block
 EXACT_CHECK_ROWS = 16384  # rows compared per block when checking float16 exactness
 DETOK_CONTEXT = 4  # prompt tokens the incremental detokenizer starts from (keeps leading spaces)
+SURPRISE_MEMO = 16  # prompt prefixes whose surprise values are kept (beside the prefix cache's copies)
 
 
 # --------------------------------------------------------------------------- text helpers
@@ -311,6 +315,7 @@ class _Branch:
     released: int = 0  # characters of ``text`` already handed out in tokens
     tokens: list[Token] = dataclasses.field(default_factory=list)
     finish_reason: str | None = None
+    memory_shares: list[float] = dataclasses.field(default_factory=list)  # attention on memory, per token
 
     def continuation(self) -> Continuation:
         body = "".join(t.text for t in self.tokens)
@@ -322,6 +327,8 @@ class _Encoded:
     ids: list[int]
     truncated_tokens: int = 0
     truncated_chars: int = 0
+    offsets: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # prompt chars per kept id
+    special: list[bool] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -332,6 +339,27 @@ class _StepView:
     logprobs: list[float]
     alt_ids: list[list[int]]
     alt_logprobs: list[list[float]]
+    extras: list[dict[str, Any]] | None = None  # per-row signals, when asked for
+
+
+_Scored = tuple[list[float | None], torch.Tensor]  # surprise of a prefix, final hidden of its last token
+
+
+@dataclasses.dataclass
+class _SignalRun:
+    """Signal state for one ``generate`` call (see :mod:`ambient.sampling.signals`)."""
+
+    capture: signals.Capture
+    kinds: torch.Tensor  # SINK / MEMORY / SOURCE per prompt position
+    surprise: list[float | None]  # logprob of each prompt token (None: not source, or not read here)
+    carry: tuple[int, torch.Tensor] | None = None  # (position, final hidden) predicting the next token
+    cache: Any = None
+    handles: list[Any] = dataclasses.field(default_factory=list)
+
+    def detach(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
 
 
 # --------------------------------------------------------------------------- the sampler
@@ -340,7 +368,7 @@ class _StepView:
 class LocalSampler(Sampler):
     """Samples with a local transformers model; see the module docstring for how N branches share work."""
 
-    capabilities = Capabilities(streams=True, logprobs=True, max_n=MAX_N)
+    capabilities = Capabilities(streams=True, logprobs=True, max_n=MAX_N, signals=SIGNALS)
 
     def __init__(
         self, model_path: str | Path, device: str = "auto", threads: int = 0, prefix_cache_mb: int = 256
@@ -365,6 +393,12 @@ class LocalSampler(Sampler):
         self._alt_text: dict[int, str] = {}
         self._anchor: list[int] = self.tokenizer.encode("a", add_special_tokens=False)[-1:]
         self.prefixes = PrefixCache(prefix_cache_mb * 2**20)
+        self._attention_layer = signals.attention_layer_index(self.model.config)
+        self.capabilities = Capabilities(
+            streams=True, logprobs=True, max_n=MAX_N, signals=self._signal_kinds()
+        )
+        self._run: _SignalRun | None = None
+        self._surprise_memo: OrderedDict[tuple[int, ...], _Scored] = OrderedDict()
 
     @classmethod
     def from_config(cls, config: Any) -> LocalSampler:
@@ -416,12 +450,21 @@ class LocalSampler(Sampler):
         enc = self._encode(prompt, options.max_tokens)
         seed = options.seed if options.seed is not None else secrets.randbits(31)
         branches = self._branches(enc.ids, options.n, seed)
-        t0 = time.perf_counter()
-        cache, logits, reused = self._prefill(enc.ids)
-        t1 = time.perf_counter()
-        steps = self._decode_loop(cache, logits, branches, options, on_token, cancel)
-        t2 = time.perf_counter()
-        meta = {
+        self._run = self._start_signals(enc, options) if options.signals else None
+        try:
+            t0 = time.perf_counter()
+            cache, logits, reused = self._prefill(enc.ids)
+            t1 = time.perf_counter()
+            if self._run is not None:
+                self._run.cache = cache
+            steps = self._decode_loop(cache, logits, branches, options, on_token, cancel)
+            t2 = time.perf_counter()
+            signal_meta = self._signal_meta(enc, branches) if self._run is not None else {}
+        finally:
+            if self._run is not None:
+                self._run.detach()
+            self._run = None
+        meta: dict[str, Any] = {
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "prefill_s": round(t1 - t0, 4),
@@ -429,6 +472,7 @@ class LocalSampler(Sampler):
             "decode_s": round(t2 - t1, 4),
             "decode_steps": steps,
             "seed": seed,
+            **signal_meta,
         }
         return SampleResult(
             continuations=[b.continuation() for b in branches],
@@ -462,7 +506,13 @@ class LocalSampler(Sampler):
             raise InvalidInput("the prompt has no text tokens: give some text to continue")
         kept = ids[:lead] + ids[start:end]
         cut_chars = offsets[start][0] if start > lead else 0
-        return _Encoded(kept, truncated_tokens=start - lead, truncated_chars=cut_chars)
+        return _Encoded(
+            kept,
+            truncated_tokens=start - lead,
+            truncated_chars=cut_chars,
+            offsets=offsets[:lead] + offsets[start:end],
+            special=[bool(x) for x in special[:lead] + special[start:end]],
+        )
 
     def _branches(self, prompt_ids: list[int], n: int, seed: int) -> list[_Branch]:
         context = prompt_ids[-DETOK_CONTEXT:]
@@ -481,8 +531,18 @@ class LocalSampler(Sampler):
         The decoder body runs on every position; the output layer only on the
         last one, as one matrix product of the weights by the hidden states.
         """
+        return self._head(self._body(ids, cache)[:, -1, :])
+
+    def _body(self, ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+        """The decoder body's final (normed) hidden states, batch × len × width."""
+        if self._run is not None:
+            self._run.capture.clear()
         body = self.model.base_model(input_ids=ids, cache=cache, use_cache=True)
-        hidden = body.last_hidden_state[:, -1, :]
+        hidden: torch.Tensor = body.last_hidden_state
+        return hidden
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The output layer (and final soft-capping, if the model has it) on hidden states rows × width."""
         head = self.model.get_output_embeddings()
         if isinstance(head, torch.nn.Linear):  # weights as the big operand: a faster BLAS path than x @ W.T
             logits = torch.mm(head.weight, hidden.t()).t().contiguous()
@@ -501,20 +561,32 @@ class LocalSampler(Sampler):
         reuse = self.prefixes.lookup(prompt_ids)
         cache, done = (reuse.cache, reuse.tokens) if reuse else (new_cache(self.model.config), 0)
         reused = done
+        if done:
+            self._recall_surprise(prompt_ids[:done])
         cut = self.prefixes.cut_point(len(prompt_ids), done)
         if cut is not None:  # read up to the cut, keep a copy there, then read the rest
-            self._read(prompt_ids, done, cut, cache)
+            self._read(prompt_ids, done, cut, cache, logits=False)
             self.prefixes.store(prompt_ids[:cut], cache)
+            self._remember_surprise(prompt_ids[:cut])
             done = cut
         return cache, self._read(prompt_ids, done, len(prompt_ids), cache), reused
 
-    def _read(self, prompt_ids: list[int], start: int, end: int, cache: DynamicCache) -> torch.Tensor:
-        """Run prompt tokens ``start:end`` into ``cache`` in chunks; the logits of the last one."""
+    def _read(
+        self, prompt_ids: list[int], start: int, end: int, cache: DynamicCache, *, logits: bool = True
+    ) -> torch.Tensor:
+        """Run prompt tokens ``start:end`` into ``cache`` in chunks; the logits of the last one.
+
+        With ``logits=False`` the output layer (most of a small model's weights) is not applied at all.
+        """
         ids = torch.tensor([prompt_ids[start:end]], device=self.device)
-        logits = torch.empty(0)
+        last = torch.empty(0)
         for at in range(0, ids.shape[1], PREFILL_CHUNK):
-            logits = self._forward(ids[:, at : at + PREFILL_CHUNK], cache)
-        return logits
+            hidden = self._body(ids[:, at : at + PREFILL_CHUNK], cache)
+            if self._run is not None:
+                self._score_prompt(prompt_ids, hidden[0], start + at)
+            if logits and at + PREFILL_CHUNK >= ids.shape[1]:
+                last = self._head(hidden[:, -1, :])
+        return last
 
     def _decode_loop(
         self,
@@ -556,12 +628,15 @@ class LocalSampler(Sampler):
         chosen = choose_tokens(logits, options, [b.generator for b in active])
         norm = torch.logsumexp(logits, dim=-1, keepdim=True)  # log-softmax without materialising it
         picked = (logits.gather(1, chosen.unsqueeze(1)) - norm).squeeze(1)
-        if options.top_logprobs > 0:
-            top = torch.topk(logits, options.top_logprobs, dim=-1)
-            alt_ids, alt_lps = top.indices.tolist(), (top.values - norm).tolist()
+        k = options.top_logprobs
+        wide = torch.topk(logits, max(k, signals.LENS_TOP_K), dim=-1) if self._run is not None else None
+        if k > 0:  # with signals, the alternatives are the head of the lens candidates (one top-k)
+            top = torch.topk(logits, k, dim=-1) if wide is None else (wide.values[:, :k], wide.indices[:, :k])
+            alt_ids, alt_lps = top[1].tolist(), (top[0] - norm).tolist()
         else:
             alt_ids, alt_lps = [[] for _ in active], [[] for _ in active]
-        return _StepView(chosen.tolist(), picked.tolist(), alt_ids, alt_lps)
+        extras = self._signal_rows(logits, chosen, norm, wide.indices) if wide is not None else None
+        return _StepView(chosen.tolist(), picked.tolist(), alt_ids, alt_lps, extras)
 
     def _advance(
         self, b: _Branch, view: _StepView, row: int, stops: StopMatcher, last: bool, on_token: OnToken | None
@@ -590,7 +665,10 @@ class LocalSampler(Sampler):
     def _emit(self, b: _Branch, view: _StepView, row: int, text: str, on_token: OnToken | None) -> None:
         pairs = zip(view.alt_ids[row], view.alt_logprobs[row], strict=True)
         alts = tuple(TokenAlt(self._token_text(i), lp) for i, lp in pairs)
-        token = Token(text=text, logprob=view.logprobs[row], top=alts)
+        extra = view.extras[row] if view.extras is not None else None
+        if extra is not None and "attention" in extra:
+            b.memory_shares.append(extra["attention"]["memory"])
+        token = Token(text=text, logprob=view.logprobs[row], top=alts, extra=extra)
         b.tokens.append(token)
         if on_token is not None:
             on_token(b.index, token)
@@ -602,6 +680,143 @@ class LocalSampler(Sampler):
             text = _standalone_text(self.tokenizer, self._anchor, token_id)
             self._alt_text[token_id] = text
         return text
+
+    # ------------------------------------------------------------------ signals
+
+    def _signal_kinds(self) -> frozenset[str]:
+        """The signals this model can give: ease needs the output rows, attention a full-attention layer."""
+        kinds = {"entropy", "surprise"}
+        if self._output_rows(torch.zeros((1, 1), dtype=torch.long, device=self.device)) is not None:
+            kinds.add("ease")
+        if self._attention_layer is not None:
+            kinds.add("attention")
+        return frozenset(kinds)
+
+    def _output_rows(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """Rows ``ids`` (any shape) of the output layer's weights, or None when they cannot be read."""
+        head = self.model.get_output_embeddings()
+        if isinstance(head, torch.nn.Linear):
+            return head.weight[ids]
+        table = getattr(head, "rows", None)
+        return table[ids] if isinstance(table, torch.Tensor) else None
+
+    def _start_signals(self, enc: _Encoded, options: SamplingOptions) -> _SignalRun:
+        kinds = signals.position_kinds(enc.offsets, enc.special, options.regions)
+        run = _SignalRun(
+            capture=signals.Capture(),
+            kinds=torch.tensor(kinds, device=self.device),
+            surprise=[None] * len(enc.ids),
+        )
+        layer = self._attention_layer if "attention" in self.capabilities.signals else None
+        run.handles = signals.attach(self.model, layer, run.capture)
+        return run
+
+    def _signal_rows(
+        self, logits: torch.Tensor, chosen: torch.Tensor, norm: torch.Tensor, top_ids: torch.Tensor
+    ) -> list[dict[str, Any]]:
+        """Entropy, ease and attention for each row of this step (see :mod:`ambient.sampling.signals`)."""
+        assert self._run is not None
+        rows = logits.shape[0]
+        out: list[dict[str, Any]] = [{"entropy": round(e, 4)} for e in signals.entropy(logits, norm).tolist()]
+        cap = self._run.capture
+        if cap.hidden and "ease" in self.capabilities.signals:
+            candidates = top_ids[:, : signals.LENS_TOP_K]
+            self._add_ease(out, candidates, chosen, torch.stack([_rows(h, rows) for h in cap.hidden]))
+        if cap.query is not None and cap.cos is not None and cap.sin is not None:
+            query = signals.rotate(_rows(cap.query, rows), _rows(cap.cos, rows), _rows(cap.sin, rows))
+            for row, shares in zip(out, self._attention(query), strict=True):
+                row["attention"] = shares
+        return out
+
+    def _add_ease(
+        self, out: list[dict[str, Any]], ids: torch.Tensor, chosen: torch.Tensor, hidden: torch.Tensor
+    ) -> None:
+        col = signals.candidate_column(ids, chosen)
+        weights = self._output_rows(ids)
+        if weights is None:
+            return
+        scores = signals.lens_logits(hidden, self.model.base_model.norm, weights)
+        layers = hidden.shape[0]
+        for row, layer in zip(out, signals.ease_layers(scores, col), strict=True):
+            row["ease_layer"] = layer
+            row["ease"] = None if layer is None else round(layer / layers, 4)
+
+    def _attention(self, query: torch.Tensor) -> list[dict[str, float]]:
+        assert self._run is not None and self._attention_layer is not None
+        attn = self.model.base_model.layers[self._attention_layer].self_attn
+        keys = self._run.cache.layers[self._attention_layer].keys
+        softcap = getattr(self.model.config, "attn_logit_softcapping", None)
+        probs = signals.attention_probs(query, keys, float(attn.scaling), softcap)
+        prompt = self._run.kinds
+        new = torch.full((keys.shape[-2] - prompt.shape[0],), signals.NEW, device=prompt.device)
+        return signals.attention_shares(probs, torch.cat([prompt, new]))
+
+    def _score_prompt(self, prompt_ids: list[int], hidden: torch.Tensor, first: int) -> None:
+        """Surprise of the prompt's source tokens that positions ``first..`` (and the carried one) predict."""
+        run = self._run
+        assert run is not None
+        if run.carry is not None and run.carry[0] == first - 1:
+            hidden, first = torch.cat([run.carry[1].unsqueeze(0), hidden]), first - 1
+        run.carry = (first + hidden.shape[0] - 1, hidden[-1].clone())
+        begin = max(first + 1, len(prompt_ids) - signals.SURPRISE_MAX_TOKENS)
+        targets = range(begin, min(first + 1 + hidden.shape[0], len(prompt_ids)))
+        wanted = [t for t in targets if int(run.kinds[t]) == signals.SOURCE]
+        if not wanted:
+            return
+        rows = torch.tensor([t - 1 - first for t in wanted], device=hidden.device)
+        ids = torch.tensor([prompt_ids[t] for t in wanted], device=hidden.device)
+        for t, lp in zip(wanted, signals.token_logprobs(hidden[rows], ids, self._head).tolist(), strict=True):
+            run.surprise[t] = round(lp, 4)
+
+    def _remember_surprise(self, prefix: list[int]) -> None:
+        run = self._run
+        if run is None or run.carry is None or run.carry[0] != len(prefix) - 1:
+            return
+        self._surprise_memo[tuple(prefix)] = (run.surprise[: len(prefix)], run.carry[1])
+        while len(self._surprise_memo) > SURPRISE_MEMO:
+            self._surprise_memo.popitem(last=False)
+
+    def _recall_surprise(self, prefix: list[int]) -> None:
+        """Surprise values for a prefix read in an earlier call (the prefix cache skips reading it)."""
+        run = self._run
+        found = self._surprise_memo.get(tuple(prefix)) if run is not None else None
+        if run is None or found is None:
+            return
+        values, hidden = found
+        run.surprise[: len(values)] = values
+        run.carry = (len(prefix) - 1, hidden)
+
+    def _signal_meta(self, enc: _Encoded, branches: list[_Branch]) -> dict[str, Any]:
+        """Offer-level signal facts: settings, whether each branch ignored memory, surprise as char spans."""
+        assert self._run is not None
+        memory_tokens = int((self._run.kinds == signals.MEMORY).sum())
+        info: dict[str, Any] = {
+            "kinds": sorted(self.capabilities.signals),
+            "layers": int(self.model.config.num_hidden_layers),
+            "lens_top_k": signals.LENS_TOP_K,
+            "attention_layer": self._attention_layer,
+            "recent_tokens": signals.RECENT_TOKENS,
+            "memory_tokens": memory_tokens,
+        }
+        if memory_tokens:
+            info["branches"] = [
+                {
+                    "memory_share": round(sum(b.memory_shares) / max(1, len(b.memory_shares)), 4),
+                    "ignores_memory": signals.ignores_memory(b.memory_shares),
+                }
+                for b in branches
+            ]
+        spans = [
+            [enc.offsets[i][0], enc.offsets[i][1], lp]
+            for i, lp in enumerate(self._run.surprise)
+            if lp is not None
+        ]
+        return {"signals": info, "surprise": spans}
+
+
+def _rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """``t`` with ``rows`` batch rows: a prompt pass (batch 1) is shared by every branch's first step."""
+    return t.expand(rows, *t.shape[1:]) if t.shape[0] == 1 and rows > 1 else t
 
 
 # --------------------------------------------------------------------------- loading
@@ -666,9 +881,12 @@ class PackedLinear(torch.nn.Module):  # type: ignore[misc]
 class PackedHead(torch.nn.Module):  # type: ignore[misc]
     """The output layer as float16-packed row blocks (packing block by block bounds the memory it needs)."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor | None = None, rows: torch.Tensor | None = None
+    ) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
+        self.rows = rows  # the weights as a float16 table, when one exists anyway (tied embeddings)
         step = HEAD_BLOCK_ROWS
         self.blocks = torch.nn.ModuleList(
             PackedLinear(weight[r : r + step], None if bias is None else bias[r : r + step])
@@ -731,7 +949,7 @@ def slim_for_cpu(model: Any) -> int:
             model.set_output_embeddings(torch.nn.Identity())  # drop the float32 weight before packing
             del head
             _return_freed_memory()
-            model.set_output_embeddings(PackedHead(source, bias))
+            model.set_output_embeddings(PackedHead(source, bias, rows=table if tied else None))
             packed += 1
     packed += _pack_linears(model)
     _return_freed_memory()

@@ -20,6 +20,7 @@ const S = {
   panelFor: null, // node id shown in the provenance panel
   showPruned: false,
   heat: localStorage.getItem("ambient.heat") !== "0",
+  heatKind: localStorage.getItem("ambient.heatKind") || "probability",
   auto: localStorage.getItem("ambient.auto") !== "0",
 };
 const tokenOf = new WeakMap(); // token <span> -> token
@@ -198,6 +199,7 @@ function render() {
   renderBookmarks();
   renderPanel();
   renderActivity();
+  renderHeatKinds();
 }
 
 function el(tag, className, text) {
@@ -260,9 +262,19 @@ function tokenSpans(parent, tokens) {
   for (const t of tokens) parent.append(tokenSpan(t));
 }
 
+// What the heatmap shades, 0 (none) to 1 (full); null = this token has no such signal.
+const HEAT = {
+  probability: (t) => (typeof t.logprob === "number" && !t.surprise ? 1 - Math.exp(t.logprob) : null),
+  entropy: (t) => (typeof t.entropy === "number" ? Math.min(1, t.entropy / 6) : null),
+  ease: (t) => ("ease" in t ? (t.ease === null ? 1 : t.ease) : null),
+  attention: (t) => (t.attention ? t.attention.recent : null),
+  surprise: (t) => (t.surprise && typeof t.logprob === "number" ? Math.min(1, -t.logprob / 12) : null),
+};
+
 function tokenSpan(t) {
   const span = el("span", "tok", t.text);
-  if (typeof t.logprob === "number") span.style.setProperty("--a", (1 - Math.exp(t.logprob)).toFixed(3));
+  const a = (HEAT[S.heatKind] || HEAT.probability)(t);
+  if (a !== null) span.style.setProperty("--a", a.toFixed(3));
   tokenOf.set(span, t);
   return span;
 }
@@ -272,7 +284,52 @@ function textInto(target, node) {
   const tokens = detail && detail.tokens;
   const joined = tokens ? tokens.map((t) => t.text).join("") : null;
   if (node.author.kind === "model" && tokens && joined === node.text) tokenSpans(target, tokens);
+  else if (node.author.kind !== "model" && S.heatKind === "surprise") surpriseInto(target, node);
   else target.textContent = node.text;
+}
+
+// A person's text, with each token the model scored as a span (surprise = its logprob).
+function surpriseInto(target, node) {
+  let at = 0;
+  for (const [start, end, logprob] of surpriseOf(node.id)) {
+    if (start < at || end > node.text.length) continue;
+    if (start > at) target.append(node.text.slice(at, start));
+    target.append(tokenSpan({ text: node.text.slice(start, end), logprob, surprise: true }));
+    at = end;
+  }
+  target.append(node.text.slice(at));
+}
+
+// [start, end, logprob] of a node's text, from the latest offer that scored it.
+function surpriseOf(nodeId) {
+  const offers = [...S.offers.values()].sort((a, b) => b.created_at - a.created_at);
+  for (const o of offers) {
+    const spans = ((o.meta && o.meta.surprise) || []).filter((s) => s[0] === nodeId && s[3] !== null);
+    if (spans.length) return spans.map((s) => s.slice(1));
+  }
+  return [];
+}
+
+// The heatmap kinds that something loaded can show; the others are hidden in the switch.
+function availableHeat() {
+  const found = new Set(["probability"]);
+  for (const d of S.details.values()) {
+    for (const t of d.tokens || []) {
+      if ("entropy" in t) found.add("entropy");
+      if ("ease" in t) found.add("ease");
+      if (t.attention) found.add("attention");
+    }
+  }
+  for (const o of S.offers.values()) if (o.meta && o.meta.surprise && o.meta.surprise.length) found.add("surprise");
+  return found;
+}
+
+function renderHeatKinds() {
+  const found = availableHeat();
+  const select = $("#heat-kind");
+  for (const option of select.options) option.hidden = !found.has(option.value);
+  select.value = found.has(S.heatKind) ? S.heatKind : "probability";
+  select.disabled = !S.heat;
 }
 
 function renderPath() {
@@ -321,6 +378,7 @@ function nodeCard(node, i) {
   if (node.meta && node.meta.edited_from) head.append(el("span", "", "· edited"));
   if (offer && offer.state !== "done") head.append(el("span", "", `· ${offer.state}`));
   if (node.bookmarked) head.append(el("span", "star", "★"));
+  for (const badge of offerBadges(offer, node)) head.append(badge);
   const text = el("div", "card-text");
   textInto(text, node);
   const actions = el("div", "card-actions");
@@ -364,6 +422,18 @@ function renderBookmarks() {
     li.dataset.id = n.id;
     list.append(li);
   }
+}
+
+// Sources that crashed: shown until the page reloads, so a person knows a restart happened.
+function renderSources() {
+  const box = $("#sources");
+  const crashed = Object.values(S.sources || {});
+  box.hidden = crashed.length === 0;
+  box.textContent = crashed
+    .map((s) => `${s.name}: ${s.state}${s.restarts ? `, restarted ${s.restarts}×` : ""}`)
+    .join(" · ");
+  box.title = crashed.map((s) => `${s.name}: ${s.last_error}`).join("\n");
+  box.classList.toggle("bad", crashed.some((s) => s.state !== "running"));
 }
 
 function renderActivity() {
@@ -430,6 +500,18 @@ function renderPrompt(box, prov) {
   }
 }
 
+// What the node's offer says about its branch: a cluster's share of the samples, memory ignored.
+function offerBadges(offer, node) {
+  const meta = (offer && offer.meta) || {};
+  const branch = node.branch;
+  const out = [];
+  const pick = meta.diverse && meta.diverse.picks && meta.diverse.picks[branch];
+  if (pick) out.push(el("span", "badge share", `· ${pick.cluster} of ${meta.diverse.pool} samples`));
+  const b = meta.signals && meta.signals.branches && meta.signals.branches[branch];
+  if (b && b.ignores_memory) out.push(el("span", "badge warn", "· ignores the retrieved memory"));
+  return out;
+}
+
 function fragmentButton(f) {
   const b = el("button", "frag");
   b.dataset.tree = f.tree_id;
@@ -449,13 +531,29 @@ function dl(pairs) {
 }
 
 // --------------------------------------------------------------- token card
+function signalLines(t) {
+  const lines = [];
+  if (typeof t.entropy === "number") lines.push(`entropy ${t.entropy.toFixed(2)} nats`);
+  if ("ease_layer" in t) {
+    lines.push(t.ease_layer === null ? "ease: not the top word even at the last layer" : `ease: on top from layer ${t.ease_layer} (${Math.round(t.ease * 100)}% of the depth)`);
+  }
+  const a = t.attention;
+  if (a) {
+    const pc = (x) => `${Math.round(x * 100)}%`;
+    lines.push(`attention: memory ${pc(a.memory)} · source ${pc(a.source)} · new ${pc(a.new)} · last 16 tokens ${pc(a.recent)}`);
+  }
+  return lines;
+}
+
 function showTokenCard(span) {
   const t = tokenOf.get(span);
   const card = $("#tokencard");
   if (!t || typeof t.logprob !== "number") return;
   card.replaceChildren();
   card.append(el("div", "tc-tok", JSON.stringify(t.text)));
-  card.append(el("div", "tc-p", `p = ${(Math.exp(t.logprob) * 100).toFixed(1)}%   logprob ${t.logprob.toFixed(3)}`));
+  const what = t.surprise ? "your word: p" : "p";
+  card.append(el("div", "tc-p", `${what} = ${(Math.exp(t.logprob) * 100).toFixed(1)}%   logprob ${t.logprob.toFixed(3)}`));
+  for (const line of signalLines(t)) card.append(el("div", "tc-sig", line));
   for (const alt of t.top || []) {
     const p = Math.exp(alt.logprob);
     const row = el("div", `alt${alt.text === t.text ? " chosen" : ""}`);
@@ -641,7 +739,18 @@ async function openNode(treeId, nodeId) {
 
 // --------------------------------------------------------------- live events
 const handlers = {
-  hello() {},
+  hello(d) {
+    S.sources = {};
+    for (const [name, src] of Object.entries(d.sources || {})) {
+      if (src.restarts > 0 || src.state === "restarting") S.sources[name] = { name, ...src };
+    }
+    renderSources();
+  },
+  source_status(d) {
+    S.sources = { ...(S.sources || {}), [d.name]: d };
+    renderSources();
+    if (d.state === "restarting") toast(`source ${d.name} crashed (${d.last_error}); restarting`, true);
+  },
   offer_started(d) {
     S.streams.set(d.offer_id, { ...d, branches: Array.from({ length: d.n }, () => []) });
     if (d.tree_id === S.treeId) scheduleRender();
@@ -968,6 +1077,11 @@ function wire() {
   heat.addEventListener("change", (e) => {
     S.heat = e.target.checked;
     localStorage.setItem("ambient.heat", S.heat ? "1" : "0");
+    render();
+  });
+  $("#heat-kind").addEventListener("change", (e) => {
+    S.heatKind = e.target.value;
+    localStorage.setItem("ambient.heatKind", S.heatKind);
     render();
   });
   const auto = $("#auto");

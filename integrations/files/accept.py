@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ambient.errors import Conflict, InvalidInput
+from ambient.errors import Conflict
 from ambient.fsutil import write_atomic
 from ambient.store import TreeStore
 from ambient.tree import Action, Node
@@ -69,13 +69,13 @@ def accept_node(store: TreeStore, node_id: str, *, max_bytes: int = NotesOptions
     node = store.get_node(node_id)
     tree = store.get_tree(node.tree_id)
     if not is_note_tree(tree):
-        raise InvalidInput(
+        raise Conflict(
             f"node {node_id[:12]} does not belong to a note: only offers made beside a note can be accepted"
         )
     point, chain = _point_and_chain(store, node)
     inserted = "".join(n.text for n in chain)
     if not inserted:
-        raise InvalidInput(f"node {node_id[:12]} has no text to insert: choose another continuation")
+        raise Conflict(f"node {node_id[:12]} has no text to insert: choose another continuation")
     path = note_path_of(tree)
     history = NoteHistory(store)
     with note_lock(path):
@@ -119,7 +119,7 @@ def _point_and_chain(store: TreeStore, node: Node) -> tuple[_Point, list[Node]]:
     index = max(i for i, n in enumerate(path) if i == 0 or n.meta.get("kind") == "note")
     anchor, chain = path[index], path[index + 1 :]
     if not chain:
-        raise InvalidInput(
+        raise Conflict(
             f"node {node.id[:12]} is the note's own text, not an offer: accept one of the continuations "
             "offered under it (`ambient offers NOTE`)"
         )
@@ -129,7 +129,7 @@ def _point_and_chain(store: TreeStore, node: Node) -> tuple[_Point, list[Node]]:
     if role == "tail":  # offered at the end of a version (e.g. "more like these" on the tail)
         text = "".join(n.text for n in path[: index + 1])
         return _Point(anchor, len(text), text[-WINDOW:], ""), chain
-    raise InvalidInput(
+    raise Conflict(
         f"node {node.id[:12]} was not offered at a point of the note, so there is no place to insert it: "
         "save the note to get offers at the point you are writing"
     )

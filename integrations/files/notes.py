@@ -87,6 +87,8 @@ def _os_reason(exc: OSError) -> tuple[str, bool]:
 
 def read_note(path: Path, max_bytes: int) -> NoteText:
     """The note's text; raises :class:`NoteUnreadable` for anything that is not a readable note."""
+    if not _utf8_name(path):  # the store keeps paths as UTF-8 text
+        raise NoteUnreadable(path, "its name is not valid UTF-8: rename it (e.g. with `convmv -t utf-8`)")
     try:
         with _open_note(path) as fh:
             st = os.fstat(fh.fileno())
@@ -102,6 +104,14 @@ def read_note(path: Path, max_bytes: int) -> NoteText:
         raise NoteUnreadable(path, _too_large(len(data), max_bytes))
     text = decode_note(path, data)
     return NoteText(Path(path), text, text_sha(text), stat.S_IMODE(st.st_mode), st.st_mtime_ns, len(data))
+
+
+def _utf8_name(path: Path | str) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes arrive as surrogates (os.fsdecode)
+        return False
+    return True
 
 
 def decode_note(path: Path | str, data: bytes) -> str:

@@ -28,7 +28,7 @@ class ManualOptions:
     """``[sources.manual]``: nothing to configure yet."""
 
 
-_OVERRIDES = ("n", "temperature", "max_tokens")
+_OVERRIDES = ("n", "temperature", "max_tokens", "signals", "oversample")
 
 
 class ManualSource(Source):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ambient.errors import Conflict, InvalidInput
+from ambient.errors import Conflict
 from ambient.store import TreeStore
 from ambient.tree import MODEL, Action, Author, NewBranch, Node, Status
 from integrations.files import accept as accept_module
@@ -121,12 +121,12 @@ def test_accepting_a_deeper_branch_inserts_the_whole_path(store: TreeStore, tmp_
 def test_only_offers_beside_a_note_can_be_accepted(store: TreeStore, tmp_path: Path) -> None:
     _, root = store.create_tree("not a note", source="cli")
     _, nodes = store.add_offer(root.id, [NewBranch(" x")], author=Author(MODEL))
-    with pytest.raises(InvalidInput, match="does not belong to a note"):
+    with pytest.raises(Conflict, match="does not belong to a note"):
         accept_node(store, nodes[0].id)
     note = write_note(tmp_path / "a.md", "abc")
     rec = NoteHistory(store).record(str(note), "abc", offer=True)
     assert rec.point_node is not None
-    with pytest.raises(InvalidInput, match="the note's own text"):
+    with pytest.raises(Conflict, match="the note's own text"):
         accept_node(store, rec.point_node.id)
 
 
