@@ -50,6 +50,15 @@ def gemma_sampler(default_model_path: Path) -> LocalSampler:
 
 
 @pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Chroma server (`chroma run`) on 127.0.0.1, for the whole session (tests/servers.py)."""
+    from tests.servers import chroma
+
+    with chroma(tmp_path_factory.mktemp("chroma-server")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
     """A real llama-cpp-python server on 127.0.0.1 serving the bundled Gemma GGUF (tests/llama_server.py)."""
     from ambient.models import default_gguf_path

@@ -10,15 +10,15 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.servers import free_port, stop, wait_serving
 
 MODEL_NAME = "gemma-3-270m"
 API_KEY = "test-key-not-secret"
@@ -32,12 +32,6 @@ class LlamaServer:
     api_key: str
     n_ctx: int
     log: Path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_llama_server(gguf: Path, folder: Path) -> Iterator[LlamaServer]:
@@ -54,28 +48,9 @@ def start_llama_server(gguf: Path, folder: Path) -> Iterator[LlamaServer]:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_for(url, proc, log)
+            auth = {"Authorization": f"Bearer {API_KEY}"}
+            request = urllib.request.Request(url + "/v1/models", headers=auth)
+            wait_serving(request, proc, "the llama.cpp server", timeout=120.0, log=log)
             yield LlamaServer(url, MODEL_NAME, API_KEY, N_CTX, log)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _wait_for(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    request = urllib.request.Request(url + "/v1/models", headers={"Authorization": f"Bearer {API_KEY}"})
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"the llama.cpp server exited with {proc.returncode}: {tail}")
-        try:
-            with urllib.request.urlopen(request, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"the llama.cpp server did not answer at {url} within {timeout} s")
+            stop(proc)

@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,9 +22,9 @@ from ambient.sampling.registry import register_backend
 from ambient.store import TreeStore
 from ambient.tree import MODEL, Author, NewBranch
 from tests.fakes import FakeSampler
+from tests.servers import chroma, free_port
 
 LOOM_DEMO = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "loom" / "loom_demo.json"
-CHROMA = Path(sys.executable).parent / "chroma"
 
 TEXTS = {
     "storm": "The storm tore the mainsail to ribbons, and we drifted for three days without wind.",
@@ -43,55 +37,6 @@ TEXTS = {
 
 
 # ------------------------------------------------------------------ fixtures
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Chroma server (`chroma run`) on 127.0.0.1, for the whole session."""
-    if not CHROMA.exists():
-        pytest.skip(f"the chroma command is not installed at {CHROMA}")
-    port = free_port()
-    folder = tmp_path_factory.mktemp("chroma-server")
-    log = (folder / "server.log").open("wb")
-    env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
-    proc = subprocess.Popen(
-        [str(CHROMA), "run", "--host", "127.0.0.1", "--port", str(port), "--path", str(folder / "data")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(url + "/api/v2/heartbeat", proc)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def wait_for(url: str, proc: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"chroma run exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"chroma run did not answer at {url} within {timeout} s")
-
-
 def make_config(home: Path, url: str = "") -> Config:
     config = load_config(env={"AMBIENT_HOME": str(home)})
     collection = f"t-{uuid.uuid4().hex[:12]}" if url else config.memory.collection
@@ -419,23 +364,8 @@ def test_server_down_cli_continue_warns(
 
 
 def test_server_stopping_after_open(tmp_path: Path) -> None:
-    if not CHROMA.exists():
-        pytest.skip(f"the chroma command is not installed at {CHROMA}")
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(CHROMA), "run", "--host", "127.0.0.1", "--port", str(port), "--path", str(tmp_path / "srv")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(url + "/api/v2/heartbeat", proc)
-        config = make_config(tmp_path / "home", url)
-        index = open_memory(config)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    with chroma(tmp_path / "srv") as url:
+        index = open_memory(make_config(tmp_path / "home", url))
     try:
         with pytest.raises(MemoryUnavailable, match="memory.url"):
             index.search("anything")

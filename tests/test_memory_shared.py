@@ -21,7 +21,6 @@ from ambient.offers import make_offer
 from ambient.sampling.base import SamplingOptions
 from ambient.tree import Node
 from tests.llama_server import LlamaServer
-from tests.test_memory import chroma_server  # noqa: F401 - the session fixture: a real `chroma run`
 
 SEA = "The storm tore the mainsail to ribbons, and we drifted for three days without wind."
 GARDEN = "My tomato plants wilted in the August heat, so now I water them at dawn."
@@ -40,7 +39,7 @@ def home_config(home: Path, chroma: str, llama: LlamaServer, collection: str) ->
 
 @pytest.fixture
 def two_apps(
-    tmp_path: Path, chroma_server: str, llama_server: LlamaServer  # noqa: F811 - the fixture imported above
+    tmp_path: Path, chroma_server: str, llama_server: LlamaServer
 ) -> Iterator[tuple[App, App]]:
     shared = f"shared-{uuid.uuid4().hex[:8]}"
     apps = (
@@ -117,7 +116,7 @@ def test_bob_s_offer_is_built_with_alice_s_memory(two_apps: tuple[App, App]) -> 
 
 
 def test_separate_collections_keep_separate_memories(
-    tmp_path: Path, chroma_server: str, llama_server: LlamaServer  # noqa: F811
+    tmp_path: Path, chroma_server: str, llama_server: LlamaServer
 ) -> None:
     apps = [
         App(home_config(tmp_path / name, chroma_server, llama_server, f"{name}-{uuid.uuid4().hex[:8]}"))
