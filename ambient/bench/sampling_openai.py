@@ -132,6 +132,8 @@ def _row(n: int, local: dict[str, Any], remote: dict[str, Any]) -> dict[str, Any
 
 def to_markdown(result: dict[str, Any]) -> str:
     lines = [
+        "## Sampling: an OpenAI-compatible server (llama.cpp) beside the local backend",
+        "",
         f"Sampling through an OpenAI-compatible server: `{result['server_model']}` at {result['url']} "
         f"against the local backend ({result['local_model']} on {result['device']}), one run, same machine. "
         f"Prompt {result['prompt_tokens']} tokens ({result['server_prompt_tokens']} by the server's count), "

@@ -148,6 +148,8 @@ def to_markdown(result: dict[str, Any]) -> str:
     load_b = ", ".join(f"{x:.2f}" for x in result["load_before"])
     load_a = ", ".join(f"{x:.2f}" for x in result["load_after"])
     lines = [
+        "## Signals: the cost of entropy, ease, attention and surprise",
+        "",
         f"Signals benchmark: {result['model']} on {result['device']} ({result['threads']} threads), "
         f"prompt {result['prompt_tokens']} tokens, N={result['n']}, {result['new_tokens']} new tokens per "
         f"branch, temperature 1.0, end-of-text off, best of {result['repeats']} (off and on alternating).",
