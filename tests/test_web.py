@@ -226,7 +226,9 @@ def test_search_opens_a_result_in_its_tree(daemon: DaemonThread, ui: Any) -> Non
         assert time.monotonic() < deadline, results
         time.sleep(0.5)
 
+    expect(ui.locator("dialog[open]")).to_have_count(0)  # keys go to the page only once the dialog is gone
     ui.keyboard.press("/")
+    expect(ui.locator("#search")).to_be_focused()
     ui.keyboard.type(query)
     ui.keyboard.press("Enter")
     hit = ui.locator(f'#search-results .result[data-tree="{first_tree}"]').first
