@@ -20,10 +20,11 @@ from referencing.jsonschema import DRAFT202012
 from ambient.app import App
 from ambient.config import Config, load_config
 from ambient.context import Fragment, Retriever
-from ambient.daemon import Daemon, Subscriber
+from ambient.daemon import Daemon
 from ambient.openapi import build_openapi
 from ambient.security import cookie_name, load_or_create_token
 from ambient.store import TreeStore
+from tests.events import next_event
 from tests.fakes import FakeSampler
 
 MAX_BODY = 4096
@@ -85,18 +86,6 @@ async def client(daemon: Daemon, aiohttp_client: Any) -> TestClient[Any, Any]:
         daemon.web_app, headers={"Authorization": f"Bearer {daemon.token}"}
     )
     return c
-
-
-async def next_event(sub: Subscriber, kind: str, timeout: float = 5.0) -> dict[str, Any]:
-    async def wait() -> dict[str, Any]:
-        while True:
-            message = await sub.queue.get()
-            assert message is not None
-            event: dict[str, Any] = json.loads(message)
-            if event["type"] == kind:
-                return event["data"]
-
-    return await asyncio.wait_for(wait(), timeout)
 
 
 # ------------------------------------------------------------------ OpenAPI

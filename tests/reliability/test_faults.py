@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,11 +20,12 @@ import pytest
 
 from ambient.app import App
 from ambient.commands.daemon import _describe
-from ambient.daemon import Daemon, Subscriber
+from ambient.daemon import Daemon
 from ambient.sampling.base import OnToken, SampleResult, SamplingOptions
 from ambient.source_host import SourceHost
 from ambient.sources import SourceEvent
 from ambient.tree import OfferState, Status
+from tests.events import next_event
 from tests.fakes import FakeSampler
 from tests.reliability.helpers import make_config
 
@@ -55,18 +55,6 @@ class FailingSampler(FakeSampler):
             return super().generate(prompt, options, on_token, cancel)
         except RuntimeError:
             raise self.error from None
-
-
-async def next_event(sub: Subscriber, kind: str, timeout: float = 10.0) -> dict[str, Any]:
-    async def wait() -> dict[str, Any]:
-        while True:
-            message = await sub.queue.get()
-            assert message is not None
-            event: dict[str, Any] = json.loads(message)
-            if event["type"] == kind:
-                return event["data"]
-
-    return await asyncio.wait_for(wait(), timeout)
 
 
 @pytest.mark.parametrize(
