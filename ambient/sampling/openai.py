@@ -25,22 +25,26 @@ llama.cpp's server, llama-cpp-python's server and vLLM all do, but each differs:
 Tokens stream through server-sent events into ``on_token``. ``cancel`` closes
 the connections at once. Connection errors and 5xx are retried with backoff
 before any token has arrived; 4xx are :mod:`ambient.errors` naming the fix.
+
+This module is the sampler: requests, fan-out, resuming cut streams, cancel,
+the result. The JSON it sends and reads (request body, streamed chunks and
+their logprobs, errors) is :mod:`ambient.sampling.openai_wire`; token counts
+and context length come from :mod:`ambient.sampling.openai_server`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import logging
-import math
 import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ambient.errors import AmbientError, ConfigError, InvalidInput, ModelUnavailable
+from ambient.sampling import openai_wire as wire
 from ambient.sampling.base import (
     MAX_N,
     Capabilities,
@@ -50,7 +54,6 @@ from ambient.sampling.base import (
     SampleResult,
     SamplingOptions,
     Token,
-    TokenAlt,
 )
 from ambient.sampling.http_client import (
     Cancel,
@@ -60,11 +63,18 @@ from ambient.sampling.http_client import (
     ReadTimeout,
     ServerUnreachable,
 )
+from ambient.sampling.openai_server import CHARS_PER_TOKEN, FALLBACK_CONTEXT, ServerFacts, estimate_tokens
+from ambient.sampling.openai_wire import http_error
 
-_LOGGER = logging.getLogger(__name__)
+__all__ = [
+    "API_KEY_VARS",
+    "CHARS_PER_TOKEN",
+    "FALLBACK_CONTEXT",
+    "OpenAISampler",
+    "estimate_tokens",
+    "http_error",
+]
 
-CHARS_PER_TOKEN = 3  # estimate when the server cannot count (English prose averages about 4)
-FALLBACK_CONTEXT = 2048  # context length when neither config nor server says
 MAX_FANOUT_THREADS = 8
 MAX_RESUME_PASSES = 3
 API_KEY_VARS = ("AMBIENT_MODEL_API_KEY", "OPENAI_API_KEY")
@@ -124,13 +134,10 @@ class OpenAISampler(Sampler):
             self.endpoint, api_key, connect_timeout=connect_timeout, read_timeout=timeout,
             retries=retries, backoff=backoff,
         )
-        self._context_override = context_length
-        self._context: int | None = None
-        self._tokenize_path: str | None = None  # found on first use; "" = the server has none
+        self._server = ServerFacts(self._client, self.endpoint, model, context_length)
         self._server_honours_n: bool | None = None
         self._logprobs_seen: bool | None = None
         self._fanout_workers = MAX_FANOUT_THREADS  # 1 once the server is seen to cut concurrent streams
-        self._lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: Any, env: Mapping[str, str] | None = None) -> OpenAISampler:
@@ -157,19 +164,12 @@ class OpenAISampler(Sampler):
 
     @property
     def context_length(self) -> int:
-        if self._context_override > 0:
-            return self._context_override
-        if self._context is None:
-            self._context = self._ask_context_length() or FALLBACK_CONTEXT
-        return self._context
+        """``model.context_length`` if set, else what the server says, else :data:`FALLBACK_CONTEXT`."""
+        return self._server.context_length()
 
     def count_tokens(self, text: str) -> int:
         """The server's count where it can tokenize, else an estimate that errs long."""
-        if self._tokenize_path != "":
-            counted = self._server_count(text)
-            if counted is not None:
-                return counted
-        return estimate_tokens(text)
+        return self._server.count_tokens(text)
 
     # ----------------------------------------------------------------- generate
     def generate(
@@ -271,10 +271,10 @@ class OpenAISampler(Sampler):
         call: _Call, emit: OnToken, stop: Cancel,
     ) -> set[int]:
         """One streamed request; returns the branch indices (choice index + ``first``) it filled."""
-        body = self._body(prompt, options, n, seed)
+        body = wire.completion_body(self.name, prompt, options, n, seed)
         seen: set[int] = set()
         try:
-            with self._client.stream_events("/v1/completions", body, stop) as events:
+            with self._client.stream_events(wire.COMPLETIONS_PATH, body, stop) as events:
                 for event in events:
                     self._absorb(event, first, branches, call, emit, seen)
                     if stop.is_set:
@@ -291,48 +291,29 @@ class OpenAISampler(Sampler):
             raise self._translate(exc) from exc
         return seen
 
-    def _body(self, prompt: str, options: SamplingOptions, n: int, seed: int) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.name,
-            "prompt": prompt,
-            "n": n,
-            "max_tokens": options.max_tokens,
-            "temperature": options.temperature,
-            "top_p": options.top_p,
-            "seed": seed,
-            "stream": True,
-        }
-        if options.stop:
-            body["stop"] = list(options.stop)
-        if options.top_k > 0:
-            body["top_k"] = options.top_k  # not OpenAI's, but llama.cpp and vLLM accept it
-        if options.top_logprobs > 0:
-            body["logprobs"] = options.top_logprobs
-        return body
-
     def _absorb(
         self, event: Any, first: int, branches: list[_Branch], call: _Call, emit: OnToken, seen: set[int]
     ) -> None:
         """Apply one streamed chunk (or a whole non-streamed answer) to the branches."""
         if not isinstance(event, dict):
             return
-        usage = event.get("usage")
-        if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
-            call.prompt_tokens = usage["prompt_tokens"]
+        counted = wire.prompt_tokens(event)
+        if counted is not None:
+            call.prompt_tokens = counted
         for choice in event.get("choices") or ():
-            index = first + int(choice.get("index", 0) or 0)
+            index = first + wire.choice_index(choice)
             if index >= len(branches):
                 continue  # a server that sent more than asked for
             seen.add(index)
             branch = branches[index]
-            for token in _tokens(choice, call.top):
+            for token in wire.choice_tokens(choice, call.top):
                 if token.logprob is not None:
                     call.logprobs = True
                 branch.tokens.append(token)
                 emit(index, token)
-            reason = choice.get("finish_reason")
+            reason = wire.finish_reason(choice)
             if reason:
-                branch.finish_reason = "stop" if reason in ("stop", "eos") else "length"
+                branch.finish_reason = reason
 
     def _result(
         self, branches: list[_Branch], call: _Call, options: SamplingOptions, seed: int, wall: float
@@ -361,139 +342,13 @@ class OpenAISampler(Sampler):
 
     # ------------------------------------------------------------ errors
     def _unreachable(self, exc: Exception) -> ModelUnavailable:
-        return ModelUnavailable(
-            f"cannot reach the completions server at {self.endpoint} ({exc}): start it (e.g. "
-            "`python -m llama_cpp.server --model FILE.gguf --port 8080`) or fix model.base_url"
-        )
+        return wire.unreachable_error(str(self.endpoint), exc)
 
     def _translate(self, exc: Exception) -> AmbientError:
         if isinstance(exc, ReadTimeout):
-            return ModelUnavailable(
-                f"the completions server at {self.endpoint} did not answer in time ({exc}): it may be "
-                "overloaded; raise model.timeout (seconds) or ask for fewer tokens"
-            )
+            return wire.timeout_error(str(self.endpoint), exc)
         assert isinstance(exc, HTTPStatusError)
-        return http_error(exc, self.name, str(self.endpoint), self._served_models)
-
-    def _served_models(self) -> list[str]:
-        try:
-            data = self._client.get_json("/v1/models")
-        except Exception:
-            return []
-        return [str(m.get("id")) for m in (data.get("data") or []) if isinstance(m, dict)]
-
-    # ----------------------------------------------------------- server facts
-    def _ask_context_length(self) -> int | None:
-        for path, find in (("/v1/models", self._context_from_models), ("/props", _context_from_props)):
-            try:
-                found = find(self._client.get_json(path))
-            except Exception:
-                continue
-            if found:
-                return found
-        return None
-
-    def _context_from_models(self, data: Any) -> int | None:
-        for m in data.get("data") or ():
-            if not isinstance(m, dict) or m.get("id") not in (self.name, None):
-                continue
-            for key in ("max_model_len", "context_length"):
-                if isinstance(m.get(key), int):
-                    return int(m[key])
-            meta = m.get("meta")
-            if isinstance(meta, dict) and isinstance(meta.get("n_ctx"), int):
-                return int(meta["n_ctx"])
-        return None
-
-    def _server_count(self, text: str) -> int | None:
-        paths = [self._tokenize_path] if self._tokenize_path else ["/tokenize", "/extras/tokenize"]
-        body = {"model": self.name, "prompt": text, "content": text, "input": text}
-        for path in paths:
-            assert path is not None
-            try:
-                data = self._client.post_json(path, body)
-            except HTTPStatusError:
-                continue
-            except (ServerUnreachable, ReadTimeout):
-                return None  # say nothing yet: the next generate() gives the clear error
-            count = _count_from(data)
-            if count is not None:
-                with self._lock:
-                    self._tokenize_path = path
-                return count
-        with self._lock:
-            self._tokenize_path = ""
-        _LOGGER.info("the server at %s cannot tokenize; token counts are estimates", self.endpoint)
-        return None
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def estimate_tokens(text: str) -> int:
-    """One token per :data:`CHARS_PER_TOKEN` characters, rounded up, plus a begin-of-text marker."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN) + 1
-
-
-def http_error(exc: HTTPStatusError, model: str, where: str, served: Callable[[], list[str]]) -> AmbientError:
-    """A 4xx (or a 5xx after retries) as an error that names the fix."""
-    said = f"the server at {where} said {exc.status}: {exc.message}"
-    if exc.status in (401, 403):
-        return ConfigError(
-            f"{said}; set the right key in model.api_key or AMBIENT_MODEL_API_KEY (or OPENAI_API_KEY)"
-        )
-    if exc.status == 404 or ("model" in exc.message.lower() and exc.status < 500):
-        names = served()
-        hint = f"it serves: {', '.join(names)}" if names else "check the name the server was started with"
-        return ConfigError(f"{said}; set model.name (--model) to a model it serves ({hint})")
-    if exc.status >= 500:
-        return ModelUnavailable(f"{said}; it kept failing after retries: check the server's log")
-    return InvalidInput(f"{said}; change the sampling settings it rejected")
-
-
-def _tokens(choice: dict[str, Any], top: int) -> list[Token]:
-    """The tokens in one streamed choice: per logprob entry when given and consistent, else one chunk.
-
-    At most ``top`` alternatives are kept: llama-cpp-python adds the chosen token when it is not among them.
-    """
-    text = choice.get("text") or ""
-    lp = choice.get("logprobs")
-    if isinstance(lp, dict) and lp.get("tokens"):
-        toks = [str(t) for t in lp["tokens"]]
-        values = list(lp.get("token_logprobs") or [None] * len(toks))
-        tops = list(lp.get("top_logprobs") or [])
-        tops += [None] * (len(toks) - len(tops))
-        if "".join(toks) == text and len(values) == len(toks):
-            return [_token(t, v, alts, top) for t, v, alts in zip(toks, values, tops, strict=False)]
-        if len(toks) == 1 and len(values) == 1:
-            return [_token(text, values[0], tops[0], top)]
-    return [Token(text=text)] if text else []
-
-
-def _token(text: str, logprob: Any, top: Any, limit: int) -> Token:
-    alts: tuple[TokenAlt, ...] = ()
-    if isinstance(top, dict):
-        pairs = sorted(((str(k), float(v)) for k, v in top.items() if v is not None), key=lambda p: -p[1])
-        alts = tuple(TokenAlt(k, v) for k, v in pairs[:limit])
-    value = float(logprob) if isinstance(logprob, int | float) and math.isfinite(logprob) else None
-    return Token(text=text, logprob=value, top=alts)
-
-
-def _count_from(data: Any) -> int | None:
-    if not isinstance(data, dict):
-        return None
-    if isinstance(data.get("count"), int):
-        return int(data["count"])
-    tokens = data.get("tokens")
-    return len(tokens) if isinstance(tokens, list) else None
-
-
-def _context_from_props(data: Any) -> int | None:
-    settings = data.get("default_generation_settings") if isinstance(data, dict) else None
-    for source in (settings, data):
-        if isinstance(source, dict) and isinstance(source.get("n_ctx"), int):
-            return int(source["n_ctx"])
-    return None
+        return http_error(exc, self.name, str(self.endpoint), self._server.served_models)
 
 
 def _locked(on_token: OnToken | None) -> OnToken:
