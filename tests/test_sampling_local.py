@@ -14,14 +14,12 @@ from transformers import DynamicCache
 from ambient.config import Config
 from ambient.errors import InvalidInput, ModelUnavailable
 from ambient.models import build_tiny_model, prepare_default_model, resolve_model_path
-from ambient.sampling.base import DoneEvent, SamplingOptions, Token, TokenEvent
-from ambient.sampling.local import (
-    IncrementalDetokenizer,
-    LocalSampler,
-    StopMatcher,
-    choose_tokens,
-    new_cache,
-)
+from ambient.sampling.base import SamplingOptions, Token
+from ambient.sampling.local import LocalSampler
+from ambient.sampling.local.drawing import choose_tokens
+from ambient.sampling.local.kv_cache import new_cache
+from ambient.sampling.local.text import IncrementalDetokenizer, StopMatcher
+from tests.streaming import TokenLog
 
 PROMPT = "The river runs past the old mill and under the stone bridge."
 
@@ -161,13 +159,11 @@ def test_marker_text_in_the_prompt_is_plain_text(sampler: LocalSampler) -> None:
 # --------------------------------------------------------------------------- streaming
 
 
-async def test_stream_yields_tokens_then_done(sampler: LocalSampler) -> None:
-    events = [e async for e in sampler.stream(PROMPT, opts(n=3, max_tokens=10))]
-    assert isinstance(events[-1], DoneEvent)
-    assert all(isinstance(e, TokenEvent) for e in events[:-1])
-    result = events[-1].result
+def test_streamed_tokens_make_up_the_result(sampler: LocalSampler) -> None:
+    log = TokenLog()
+    result = sampler.generate(PROMPT, opts(n=3, max_tokens=10), log)
     for branch, c in enumerate(result.continuations):
-        streamed = [e.token for e in events[:-1] if isinstance(e, TokenEvent) and e.branch == branch]
+        streamed = log.of(branch)
         assert "".join(t.text for t in streamed) == c.text
         assert streamed == c.tokens
 

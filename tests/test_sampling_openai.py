@@ -18,10 +18,11 @@ import pytest
 from ambient.cli import main
 from ambient.config import load_config
 from ambient.errors import ConfigError, InvalidInput, ModelUnavailable
-from ambient.sampling.base import DoneEvent, SamplingOptions, Token, TokenEvent
+from ambient.sampling.base import SamplingOptions, Token
 from ambient.sampling.openai import OpenAISampler
 from ambient.store import TreeStore
 from tests.llama_server import LlamaServer, free_port
+from tests.streaming import TokenLog
 
 PROMPT = "The lighthouse keeper climbed the stairs every evening. One night, he saw"
 
@@ -82,11 +83,10 @@ def test_tokens_stream_as_they_are_made(sampler: OpenAISampler) -> None:
     assert times[-1] - times[0] > 0  # tokens arrived over time, not in one piece at the end
 
 
-async def test_async_stream_yields_tokens_then_done(sampler: OpenAISampler) -> None:
-    events = [e async for e in sampler.stream(PROMPT, opts(n=2))]
-    assert isinstance(events[-1], DoneEvent)
-    tokens = [e for e in events if isinstance(e, TokenEvent)]
-    assert len(tokens) == sum(len(c.tokens) for c in events[-1].result.continuations)
+def test_every_token_is_streamed(sampler: OpenAISampler) -> None:
+    log = TokenLog()
+    result = sampler.generate(PROMPT, opts(n=2), log)
+    assert len(log.calls) == sum(len(c.tokens) for c in result.continuations)
 
 
 def test_cancel_stops_the_stream(sampler: OpenAISampler) -> None:

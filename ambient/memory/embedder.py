@@ -160,7 +160,7 @@ def _pack_for_queries(model: Any) -> Any:
 
     import torch
 
-    from ambient.sampling.local import PackedLinear, fbgemm_ready
+    from ambient.packing import PackedLinear, fbgemm_ready
 
     if not fbgemm_ready() or next(model.parameters()).device.type != "cpu":
         return None

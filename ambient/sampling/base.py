@@ -1,11 +1,11 @@
 """The one interface every sampling backend implements.
 
 A backend subclasses :class:`Sampler` and implements :meth:`Sampler.generate`,
-a *blocking* call that samples ``options.n`` continuations of one prompt and
-reports each token as it is made through ``on_token``. The base class turns
-that into an async token stream (:meth:`Sampler.stream`) that runs the work in
-a worker thread, so torch never blocks the event loop, and supports
-cancellation (latest event wins).
+a *blocking* call that samples ``options.n`` continuations of one prompt,
+reports each token as it is made through ``on_token``, and stops early when
+its ``cancel`` event is set (:mod:`ambient.pipeline` sets it when a newer event
+replaces the one being sampled: latest event wins). The daemon calls it from a
+worker thread, so torch never blocks the event loop.
 
 Capabilities say what a backend can do, so callers (and the UI) adapt rather
 than guess.
@@ -14,10 +14,9 @@ than guess.
 from __future__ import annotations
 
 import abc
-import asyncio
 import dataclasses
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from ambient.errors import InvalidInput
@@ -146,20 +145,6 @@ class SampleResult:
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)  # backend facts
 
 
-@dataclasses.dataclass(frozen=True)
-class TokenEvent:
-    """A token of branch ``branch`` has been made."""
-
-    branch: int
-    token: Token
-
-
-@dataclasses.dataclass(frozen=True)
-class DoneEvent:
-    result: SampleResult
-
-
-StreamEvent = TokenEvent | DoneEvent
 OnToken = Callable[[int, Token], None]
 
 
@@ -199,45 +184,3 @@ class Sampler(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free the model's memory."""
-
-    async def sample(self, prompt: str, options: SamplingOptions) -> SampleResult:
-        """Sample off the event loop and return the finished result."""
-        return await asyncio.to_thread(self.generate, prompt, options)
-
-    async def stream(
-        self,
-        prompt: str,
-        options: SamplingOptions,
-        cancel: threading.Event | None = None,
-    ) -> AsyncIterator[StreamEvent]:
-        """Yield :class:`TokenEvent` as tokens are made, then one :class:`DoneEvent`.
-
-        The work runs in a worker thread. If the consumer stops iterating (or
-        the task is cancelled), sampling is cancelled at the next step.
-        """
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[StreamEvent | BaseException] = asyncio.Queue()
-        cancel = cancel or threading.Event()
-
-        def on_token(branch: int, token: Token) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, TokenEvent(branch, token))
-
-        def work() -> None:
-            try:
-                result = self.generate(prompt, options, on_token, cancel)
-                loop.call_soon_threadsafe(queue.put_nowait, DoneEvent(result))
-            except BaseException as exc:  # handed to the consumer, re-raised there
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
-
-        future = loop.run_in_executor(None, work)
-        try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if isinstance(item, DoneEvent):
-                    return
-        finally:
-            cancel.set()
-            await asyncio.shield(future)
