@@ -1,8 +1,10 @@
 """The ``ambient`` command line.
 
-Each group of subcommands lives in its own module under ``ambient.commands``
-and registers itself with :func:`register`; every command that prints data
-takes ``--json``. Errors a person can fix print one line and exit with 2.
+Each group of core subcommands lives in its own module under
+``ambient.commands`` and registers itself with :func:`register`; each installed
+place adds its own (:meth:`ambient.sources.Source.add_commands`). Every command
+that prints data takes ``--json``. Errors a person can fix print one line and
+exit with 2.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ambient import __version__
+from ambient import __version__, places
 from ambient.app import App
 from ambient.config import load_config
 from ambient.errors import AmbientError
@@ -23,8 +25,6 @@ COMMAND_MODULES = (
     "ambient.commands.core",
     "ambient.commands.memory",
     "ambient.commands.daemon",
-    "ambient.commands.notes",
-    "ambient.commands.speech",
     "ambient.commands.bench",
 )
 
@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    for place in places.installed().values():
+        place.add_commands(sub)
     return parser
 
 

@@ -1,16 +1,16 @@
-"""The daemon: one asyncio process that runs sources, the sampling pipeline and the web server.
+"""The daemon: places in, offers out. It knows nothing of HTTP.
 
 Start-up and shutdown live in :class:`Daemon` (an async context manager)::
 
     async with Daemon(config) as daemon:
-        print(daemon.url)
-        await stop_requested.wait()
+        offer = await daemon.offer_now(event)
 
 Start-up opens the store (offers left streaming by a crash are marked failed),
 loads the model and the memory index in worker threads, starts the sampling
-worker, the web server and the sources. Shutdown stops the sources, refuses new
-events, cancels in-flight sampling (the partial offer is stored as cancelled),
-closes every WebSocket, lets running requests finish, and closes the store.
+worker and the places. Shutdown stops the places, refuses new events, cancels
+in-flight sampling (the partial offer is stored as cancelled), ends every live
+event stream, and closes the store. The web server (:mod:`ambient.server`) is
+put on top of a running daemon by whoever runs it (``ambient run``).
 
 The daemon implements :class:`ambient.sources.Hub`. It never writes into a
 source or sends text anywhere on its own: it stores offers and publishes them
@@ -28,29 +28,24 @@ import asyncio
 import dataclasses
 import functools
 import inspect
-import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
-
-from aiohttp import web
 
 from ambient import __version__
 from ambient.app import App
 from ambient.config import Config
 from ambient.context import BuiltContext, Fragment
-from ambient.errors import AmbientError, ConfigError, MemoryUnavailable
-from ambient.fsutil import write_atomic
+from ambient.errors import AmbientError, MemoryUnavailable
+from ambient.events import EventBus, Subscriber
+from ambient.hub import offer_for_event
 from ambient.memory_api import MemoryIndexProtocol
-from ambient.offers import OfferOutcome, make_offer, options_from
+from ambient.offers import OfferOutcome
 from ambient.pipeline import Job, Pipeline
 from ambient.sampling.base import Token
-from ambient.security import LOOPBACK_HOSTS, load_or_create_token
 from ambient.source_host import SourceHost
 from ambient.sources import SourceEvent
 from ambient.tree import Node, Offer
@@ -58,78 +53,29 @@ from ambient.tree import Node, Offer
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
 
-RUNTIME_FILE = "daemon.json"
-SUBSCRIBER_QUEUE = 4096
-
-
-class Subscriber:
-    """One live-event listener (a WebSocket); bounded, dropped when it cannot keep up."""
-
-    def __init__(self, maxsize: int = SUBSCRIBER_QUEUE) -> None:
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=maxsize)
-        self.overflowed = False
-
-    def put(self, message: str) -> None:
-        if self.overflowed:
-            return
-        try:
-            self.queue.put_nowait(message)
-        except asyncio.QueueFull:
-            self.close(overflow=True)
-
-    def close(self, overflow: bool = False) -> None:
-        """Tell the reader to stop (``None`` is the end mark)."""
-        self.overflowed = self.overflowed or overflow
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.queue.put_nowait(None)
-
 
 class Daemon:
-    """The running service: implements the sources' Hub and backs the HTTP API."""
+    """The running service: implements the places' Hub; the HTTP API is built on top of it."""
 
-    # A connection that has not sent a whole request (headers trickling in byte by byte, or
-    # nothing at all) or sits idle between requests is closed after this long.
-    idle_timeout_s = 15.0
-
-    def __init__(
-        self,
-        config: Config,
-        app: App | None = None,
-        *,
-        port: int | None = None,
-        serve: bool = True,
-        queue_size: int = 32,
-    ) -> None:
-        if config.server.host not in LOOPBACK_HOSTS:
-            raise ConfigError(
-                f"server.host = {config.server.host!r}: the daemon only listens on the loopback "
-                "address (127.0.0.1, ::1 or localhost); reach it from elsewhere through an SSH tunnel"
-            )
+    def __init__(self, config: Config, app: App | None = None, *, queue_size: int = 32) -> None:
         self.config = config
         self.app = app if app is not None else App(config)
         self._owns_app = app is None
-        self.port = config.server.port if port is None else port
-        self.serve = serve
-        self.token = ""
-        self.sources = SourceHost(self, config.sources)
+        self.events = EventBus()
+        self.sources = SourceHost(self, config)
         self.pipeline = Pipeline(
             self._run_job, debounce_s=config.server.debounce_ms / 1000, maxsize=queue_size
         )
-        self.subscribers: set[Subscriber] = set()
-        self.web_app: web.Application | None = None
         self.started_at = 0.0
         self.memory_ready = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread = 0
         self._sampling_pool: ThreadPoolExecutor | None = None
         self._memory_pool: ThreadPoolExecutor | None = None
-        self._runner: web.AppRunner | None = None
         self._offer_callbacks: list[Callable[[Offer], Awaitable[None] | None]] = []
         self._index_task: asyncio.Task[None] | None = None
         self._index_again = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._running = False
+        self._intake_stopped = False
 
     # ------------------------------------------------------------- lifespan
     async def __aenter__(self) -> Daemon:
@@ -144,25 +90,16 @@ class Daemon:
         await self.stop()
 
     async def start(self) -> None:
-        from ambient.server import create_app  # the server imports the daemon's types
-
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
+        self.events.bind(asyncio.get_running_loop())
         self._sampling_pool = ThreadPoolExecutor(1, thread_name_prefix="ambient-sampling")
         self._memory_pool = ThreadPoolExecutor(1, thread_name_prefix="ambient-memory")
         self._running = True
-        self.token = await self.run_blocking(load_or_create_token, self.config.home)
         failed = await self.run_blocking(self._open_store)
         if failed:
             _LOGGER.warning("%d offer(s) left streaming by the last run were marked failed", failed)
         await asyncio.gather(self._in_sampling(self._load_sampler), self._in_memory(self._load_memory))
         self.pipeline.start()
-        self.web_app = create_app(self)
-        if self.serve:
-            await self._start_server(self.web_app)
         await self.sources.start()
-        if self.serve:  # only now: whoever finds the daemon by this file finds its sources running
-            await self.run_blocking(self._write_runtime_file)
         self.started_at = time.time()
         self.schedule_index()
 
@@ -181,36 +118,12 @@ class Daemon:
             self.app.memory_warning = f"memory is off: {exc}"
             self.memory_ready = False
 
-    async def _start_server(self, web_app: web.Application) -> None:
-        self._runner = web.AppRunner(
-            web_app, access_log=None, shutdown_timeout=5.0, keepalive_timeout=self.idle_timeout_s
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.server.host, self.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise AmbientError(
-                f"cannot listen on {self.config.server.host}:{self.port} ({exc.strerror}): is ambient "
-                "already running? (`ambient status`) Or pick another port with `ambient run --port N`"
-            ) from None
-        addresses = self._runner.addresses
-        if addresses:
-            self.port = int(addresses[0][1])
-
     async def stop(self) -> None:
         """Shut down cleanly: nothing acknowledged is lost, in-flight sampling is stored as cancelled."""
         if not self._running:
             return
+        await self.stop_intake()
         self._running = False
-        await self.sources.stop()
-        await self.pipeline.close()
-        for sub in list(self.subscribers):
-            sub.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-            await self.run_blocking(self._remove_runtime_file)
         await self._wait_for_background()
         for pool in (self._sampling_pool, self._memory_pool):
             if pool is not None:
@@ -218,40 +131,26 @@ class Daemon:
         if self._owns_app:
             await asyncio.to_thread(self.app.close)
 
+    async def stop_intake(self) -> None:
+        """Stop taking work: the places stop, waiting events are refused, live streams end."""
+        if self._intake_stopped:
+            return
+        self._intake_stopped = True
+        await self.sources.stop()
+        await self.pipeline.close()
+        self.events.close()
+
+    async def idle(self) -> None:
+        """Wait until the background work started so far (indexing, offer callbacks) is done."""
+        while pending := [t for t in (self._index_task, *self._tasks) if t is not None and not t.done()]:
+            await asyncio.wait(pending)
+
     async def _wait_for_background(self, timeout: float = 30.0) -> None:
         pending = [t for t in (self._index_task, *self._tasks) if t is not None and not t.done()]
         if pending:
             _, late = await asyncio.wait(pending, timeout=timeout)
             for task in late:
                 task.cancel()
-
-    # ---------------------------------------------------------- runtime file
-    @property
-    def runtime_file(self) -> Path:
-        return self.config.home / RUNTIME_FILE
-
-    @property
-    def url(self) -> str:
-        host = self.config.server.host
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}/?token={self.token}"
-
-    def _write_runtime_file(self) -> None:
-        info = {
-            "pid": os.getpid(),
-            "host": self.config.server.host,
-            "port": self.port,
-            "version": __version__,
-        }
-        write_atomic(self.runtime_file, json.dumps(info) + "\n", mode=0o600)
-
-    def _remove_runtime_file(self) -> None:
-        try:
-            info = json.loads(self.runtime_file.read_text())
-        except (OSError, ValueError):
-            return
-        if info.get("pid") == os.getpid():
-            self.runtime_file.unlink(missing_ok=True)
 
     # ------------------------------------------------------------- threads
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
@@ -263,19 +162,6 @@ class Daemon:
 
     async def _in_memory(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._memory_pool, fn)
-
-    def _from_thread(self, fn: Callable[..., None], *args: Any) -> None:
-        """Call ``fn`` on the event loop, from whatever thread we are on."""
-        loop = self._loop
-        if loop is None:
-            return
-        if threading.get_ident() == self._loop_thread:
-            fn(*args)
-            return
-        try:
-            loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:  # the loop has closed: nobody is listening any more
-            pass
 
     # -------------------------------------------------------------- the hub
     async def submit(self, event: SourceEvent) -> None:
@@ -290,25 +176,16 @@ class Daemon:
 
     def publish(self, kind: str, data: dict[str, Any]) -> None:
         """Send a live event to every subscriber (thread-safe)."""
-        if threading.get_ident() != self._loop_thread:
-            self._from_thread(self.publish, kind, data)
-            return
-        message = json.dumps({"type": kind, "data": data}, ensure_ascii=False, separators=(",", ":"))
-        for sub in list(self.subscribers):
-            sub.put(message)
-            if sub.overflowed:
-                self.subscribers.discard(sub)
+        self.events.publish(kind, data)
 
     def on_offer(self, callback: Callable[[Offer], Awaitable[None] | None]) -> None:
         self._offer_callbacks.append(callback)
 
     def subscribe(self) -> Subscriber:
-        sub = Subscriber()
-        self.subscribers.add(sub)
-        return sub
+        return self.events.subscribe()
 
     def unsubscribe(self, sub: Subscriber) -> None:
-        self.subscribers.discard(sub)
+        self.events.unsubscribe(sub)
 
     # ------------------------------------------------------------ pipeline
     async def _run_job(self, job: Job) -> Offer:
@@ -328,13 +205,6 @@ class Daemon:
 
     async def _sample(self, job: Job, begun: dict[str, Offer]) -> OfferOutcome:
         event = job.event
-        options = options_from(
-            self.config.sampling,
-            n=event.n,
-            temperature=event.temperature,
-            max_tokens=event.max_tokens,
-            signals=event.signals,
-        )
 
         def on_begin(offer: Offer, context: BuiltContext) -> None:
             begun["offer"] = offer
@@ -342,28 +212,24 @@ class Daemon:
                 "offer_id": offer.id,
                 "parent_id": offer.parent_id,
                 "tree_id": offer.tree_id,
-                "n": options.n,
+                "n": offer.settings.get("n"),
                 "source": event.source,
                 "provenance": context.provenance,
             }
-            self._from_thread(self.publish, "offer_started", data)
+            self.events.call_soon(self.publish, "offer_started", data)
 
         def on_token(branch: int, token: Token) -> None:
             offer_id = begun["offer"].id
-            self._from_thread(self.publish, "token", _token_event(offer_id, branch, token))
+            self.events.call_soon(self.publish, "token", _token_event(offer_id, branch, token))
 
         work = functools.partial(
-            make_offer,
+            offer_for_event,
             self.app,
-            event.parent_id,
-            options,
-            source={"kind": event.source, "key": event.key, **event.meta},
-            source_text=event.text,
+            event,
             use_memory=self.memory_ready,
             on_token=on_token,
             on_begin=on_begin,
             cancel=job.cancel,
-            oversample=event.oversample,
         )
         return await self._in_sampling(work)
 
@@ -405,7 +271,7 @@ class Daemon:
     def _on_store_change(self, event: str, node: Node) -> None:
         """Store listener (called in the writing thread): tell the UI."""
         kind = "node_created" if event == "created" else "node_updated"
-        self._from_thread(self.publish, kind, {"node": node.as_dict(tokens=False)})
+        self.events.call_soon(self.publish, kind, {"node": node.as_dict(tokens=False)})
 
     # --------------------------------------------------------------- memory
     def schedule_index(self) -> None:
@@ -446,7 +312,6 @@ class Daemon:
         return {
             "version": __version__,
             "pid": os.getpid(),
-            "port": self.port,
             "started_at": self.started_at,
             "uptime_s": round(time.time() - self.started_at, 3) if self.started_at else 0.0,
             "model": {
@@ -461,7 +326,7 @@ class Daemon:
                 "available": self.memory_ready,
                 "warning": self.app.memory_warning,
             },
-            "subscribers": len(self.subscribers),
+            "subscribers": len(self.events.subscribers),
         }
 
 

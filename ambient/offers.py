@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ambient.app import App
@@ -40,6 +40,43 @@ def options_from(section: SamplingSection, **overrides: Any) -> SamplingOptions:
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["stop"] = tuple(values["stop"])
     return SamplingOptions(**values).validate()
+
+
+@dataclasses.dataclass(frozen=True)
+class Overrides:
+    """Per-request changes to the configured sampling settings; None keeps the configured value.
+
+    The one list of what a place, the API or the CLI may change for one offer.
+    """
+
+    n: int | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    signals: bool | None = None  # per-token signals (default: sampling.signals)
+    oversample: int | None = None  # sample this many and offer n cluster representatives (0 = off)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Overrides:
+        """The overrides among ``values`` (other keys are ignored)."""
+        return cls(**{k: values[k] for k in cls.names() if k in values})
+
+    def as_dict(self) -> dict[str, Any]:
+        """The overrides that are set."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    def under(self, defaults: Overrides) -> Overrides:
+        """These overrides, with ``defaults`` filling the ones not set."""
+        return dataclasses.replace(defaults, **self.as_dict())
+
+    def options(self, section: SamplingSection) -> SamplingOptions:
+        """The sampler's options: ``section`` with these overrides applied, validated."""
+        return options_from(
+            section, n=self.n, temperature=self.temperature, max_tokens=self.max_tokens, signals=self.signals
+        )
 
 
 @dataclasses.dataclass
@@ -106,21 +143,45 @@ def make_offer(
         exclude_node_ids={n.id for n in ancestry},
         use_memory=use_memory,
     )
-    sampler = app.sampler
     regions = tuple(PromptRegion(k, a, b) for k, a, b in context.provenance.get("regions", ()))
     options = dataclasses.replace(options, regions=regions)
     wide = oversample if oversample is not None else app.config.sampling.oversample
     pool = dataclasses.replace(options, n=wide) if wide > options.n else options
-    author = Author(MODEL, sampler.name, options.as_dict())
-    offer = store.begin_offer(parent_id, options.as_dict(), {"backend": sampler.name})
+    author = Author(MODEL, app.sampler.name, options.as_dict())
+    offer = store.begin_offer(parent_id, options.as_dict(), {"backend": app.sampler.name})
     if on_begin is not None:
         on_begin(offer, context)
-    partial = _Partial(pool.n, on_token if pool is options else None)  # a pool is offered once clustered
+    result = _sample(app, offer, context, pool, author, on_token if pool is options else None, cancel)
+    meta = {**result.meta, "prompt_tokens": result.prompt_tokens}
+    if "surprise" in meta:
+        path = ancestry if source_text is None else []
+        meta["surprise"] = _surprise_by_node(meta["surprise"], context, path)
+    if pool is not options:
+        result, meta["diverse"] = _diversify(app, result, options.n)
+    state = OfferState.CANCELLED if cancel is not None and cancel.is_set() else OfferState.DONE
+    nodes = _store(app, offer, result, context, author, state, meta)
+    return OfferOutcome(store.get_offer(offer.id), nodes, result, context)
+
+
+def _sample(
+    app: App,
+    offer: Offer,
+    context: BuiltContext,
+    options: SamplingOptions,
+    author: Author,
+    on_token: OnToken | None,
+    cancel: threading.Event | None,
+) -> SampleResult:
+    """Sample; on failure the partial text is stored with the offer marked failed, and the error raised.
+
+    ``on_token`` is None for an oversampled pool: it is offered once clustered, not streamed.
+    """
+    partial = _Partial(options.n, on_token)
     try:
-        result = sampler.generate(context.prompt, pool, partial, cancel)
+        return app.sampler.generate(context.prompt, options, partial, cancel)
     except Exception as exc:
         _LOGGER.warning("sampling failed for offer %s: %s", offer.id, exc)
-        store.finish_offer(
+        app.store.finish_offer(
             offer.id,
             partial.branches("error"),
             author=author,
@@ -129,24 +190,28 @@ def make_offer(
             error=f"{type(exc).__name__}: {exc}",
         )
         raise
+
+
+def _store(
+    app: App,
+    offer: Offer,
+    result: SampleResult,
+    context: BuiltContext,
+    author: Author,
+    state: OfferState,
+    meta: dict[str, Any],
+) -> list[Node]:
+    """The offered nodes, stored in one transaction (an offer never stays "streaming" on a store error)."""
     provenance = {**context.provenance, "truncated_tokens": result.truncated_tokens}
-    state = OfferState.CANCELLED if cancel is not None and cancel.is_set() else OfferState.DONE
-    meta = {**result.meta, "prompt_tokens": result.prompt_tokens}
-    if "surprise" in meta:
-        path = ancestry if source_text is None else []
-        meta["surprise"] = _surprise_by_node(meta["surprise"], context, path)
-    if pool is not options:
-        result, meta["diverse"] = _diversify(app, result, options.n)
     branches = [NewBranch(c.text, c.tokens, c.finish_reason) for c in result.continuations]
     try:
-        nodes = store.finish_offer(
+        return app.store.finish_offer(
             offer.id, branches, author=author, provenance=provenance, state=state, meta=meta
         )
-    except StoreError as exc:  # e.g. the disk is full: the offer must not stay "streaming"
+    except StoreError as exc:  # e.g. the disk is full
         app.unsettled_offers.add(offer.id)
         _settle(app, str(exc))
         raise
-    return OfferOutcome(store.get_offer(offer.id), nodes, result, context)
 
 
 def _surprise_by_node(spans: list[list[Any]], context: BuiltContext, ancestry: list[Node]) -> list[list[Any]]:

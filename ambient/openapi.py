@@ -1,16 +1,19 @@
 """The OpenAPI 3.1 document of the daemon's API, served at ``/api/openapi.json``.
 
-Paths come from :data:`ambient.api.ROUTES` (the same table that validates
-requests); the data shapes are the component schemas below, kept equal to
-what ``Node.as_dict()``, ``Tree.as_dict()`` and ``Offer.as_dict()`` return.
+Paths come from the routes the server serves (the core's :data:`ambient.api.ROUTES`
+and each place's), the same declarations that validate requests; the data
+shapes are the component schemas below, kept equal to what ``Node.as_dict()``,
+``Tree.as_dict()`` and ``Offer.as_dict()`` return. A place's route brings the
+components of its own shapes (:attr:`ambient.validation.Route.schemas`).
 """
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Iterable
 from typing import Any
 
 from ambient import __version__
+from ambient.validation import Route
 
 Schema = dict[str, Any]
 
@@ -163,7 +166,6 @@ SCHEMAS: dict[str, Schema] = {
     "Offer": OFFER,
     "Status": STATUS,
     "TreeList": _obj({"trees": _array(_ref("Tree"))}),
-    "CreatedTree": _obj({"tree": _ref("Tree"), "root": _ref("Node"), "queued": BOOL}),
     "TreeView": _obj({"tree": _ref("Tree"), "nodes": NODES, "offers": _array(_ref("Offer"))}),
     "NodeView": _obj(
         {
@@ -174,27 +176,12 @@ SCHEMAS: dict[str, Schema] = {
             "offers": _array(_ref("Offer")),
         }
     ),
-    "CreatedNode": _obj({"node": _ref("Node"), "queued": BOOL}),
     "Picked": _obj({"node": _ref("Node"), "path": _array(STR)}),
     "Edited": _obj({"node": _ref("Node"), "created": BOOL, "original_id": STR}),
     "NodeResult": _obj({"node": _ref("Node")}),
-    "Queued": _obj({"queued": BOOL, "parent_id": STR}),
     "OfferView": _obj({"offer": _ref("Offer"), "nodes": NODES}),
     "SearchResults": _obj({"query": STR, "results": _array(FRAGMENT)}),
     "PickLog": _obj({"offers": _array(PICK_RECORD)}),
-    "Accepted": _obj(
-        {
-            "node_id": STR,
-            "path": STR,
-            "point": INT,
-            "inserted": STR,
-            "relocated": BOOL,
-            "line": INT,
-            "column": INT,
-            "sha256": STR,
-        }
-    ),
-    "AcceptResult": _obj({"accepted": _ref("Accepted")}),
 }
 
 ERROR_TEXT = {
@@ -235,7 +222,7 @@ def _errors(codes: tuple[int, ...]) -> dict[str, Any]:
     }
 
 
-def _operation(route: Any) -> Schema:
+def _operation(route: Route) -> Schema:
     op: Schema = {
         "summary": route.summary,
         "operationId": route.handler.__name__,
@@ -373,12 +360,12 @@ def _extra_paths() -> dict[str, Schema]:
     }
 
 
-@functools.cache
-def build_openapi() -> Schema:
-    from ambient.api import ROUTES
-
+def build_openapi(routes: Iterable[Route]) -> Schema:
+    """The document for ``routes`` (and the WebSocket)."""
     paths: dict[str, Schema] = {}
-    for route in ROUTES:
+    schemas = dict(SCHEMAS)
+    for route in routes:
+        schemas.update(route.schemas)
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
     paths.update(_extra_paths())
     return {
@@ -393,7 +380,7 @@ def build_openapi() -> Schema:
         "security": [{"bearer": []}, {"query": []}, {"cookie": []}],
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": schemas,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "query": {"type": "apiKey", "in": "query", "name": "token"},

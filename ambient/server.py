@@ -1,4 +1,14 @@
-"""The aiohttp application: REST API, WebSocket of live events, and the web UI.
+"""The web server over a running daemon: the REST API, the WebSocket of live events, and the web UI.
+
+:func:`serve` puts a daemon and its server together (``ambient run`` uses it)::
+
+    async with serve(config) as server:
+        print(server.url)
+        await stop_requested.wait()
+
+Routes are the core API's (:mod:`ambient.api`) and every installed place's
+(:meth:`ambient.sources.Source.routes`); the WebSocket (:mod:`ambient.sockets`)
+hands each place the message types it names.
 
 Middlewares, outermost first:
 
@@ -17,49 +27,74 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol, cast
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-from ambient import api
-from ambient.api import DAEMON, Handler
-from ambient.daemon import Daemon, Subscriber
-from ambient.errors import AmbientError
+from ambient import __version__, api, places
+from ambient.api import DAEMON, SITE, Site
+from ambient.app import App
+from ambient.config import Config
+from ambient.daemon import Daemon
+from ambient.errors import AmbientError, ConfigError
+from ambient.fsutil import write_atomic
 from ambient.openapi import build_openapi
 from ambient.security import (
+    LOOPBACK_HOSTS,
     check_host,
     check_origin,
     check_token,
     cookie_name,
+    load_or_create_token,
     local_port,
     supplied_token,
 )
+from ambient.sockets import PLACES, SOCKETS, close_sockets, events
+from ambient.sources import Source
+from ambient.validation import Handler, Route
 
 _LOGGER = logging.getLogger(__name__)
 
+RUNTIME_FILE = "daemon.json"
 WEB_DIR = Path(__file__).parent / "web"
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("websockets", set)
 
 
-def create_app(daemon: Daemon) -> web.Application:
+def routes(installed: Mapping[str, type[Source]]) -> list[Route]:
+    """Every route of the API: the core's, then each place's."""
+    out = list(api.ROUTES)
+    for cls in installed.values():
+        out.extend(cls.routes())
+    return out
+
+
+def create_app(
+    daemon: Daemon, site: Site, installed: Mapping[str, type[Source]] | None = None
+) -> web.Application:
+    """The aiohttp application for ``daemon`` (``installed``: the places; default every installed one)."""
+    found = dict(places.installed() if installed is None else installed)
     app = web.Application(
         client_max_size=daemon.config.server.max_body_bytes,
         middlewares=[headers_middleware, errors_middleware, guard_middleware],
     )
     app[DAEMON] = daemon
+    app[SITE] = site
+    app[PLACES] = found
     app[SOCKETS] = set()
-    api.add_routes(app)
+    table = routes(found)
+    api.add_routes(app, table)
     app.router.add_get("/api/events", events)
-    app.router.add_get("/api/openapi.json", openapi)
+    app.router.add_get("/api/openapi.json", _openapi_route(table))
     app.router.add_get("/", index)
     app.router.add_get("/static/{name}", static)
-    app.on_shutdown.append(_close_sockets)
+    app.on_shutdown.append(close_sockets)
     return app
 
 
@@ -119,7 +154,7 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     given, _ = supplied_token(request, port)
-    check_token(request.app[DAEMON].token, given)
+    check_token(request.app[SITE].token, given)
     return await handler(request)
 
 
@@ -131,7 +166,7 @@ async def index(request: web.Request) -> web.StreamResponse:
     if where == "query" and port is not None:
         response = web.Response(status=303, headers={"Location": "/"})
         response.set_cookie(
-            cookie_name(port), request.app[DAEMON].token, httponly=True, samesite="Strict", path="/"
+            cookie_name(port), request.app[SITE].token, httponly=True, samesite="Strict", path="/"
         )
         return response
     return web.FileResponse(WEB_DIR / "index.html", headers={"Content-Type": "text/html; charset=utf-8"})
@@ -144,169 +179,129 @@ async def static(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(WEB_DIR / name, headers={"Content-Type": f"{STATIC_FILES[name]}; charset=utf-8"})
 
 
-async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(build_openapi())
+def _openapi_route(table: list[Route]) -> Handler:
+    document = build_openapi(table)
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    return openapi
 
 
-# --------------------------------------------------------------- WebSocket
-async def events(request: web.Request) -> web.StreamResponse:
-    """Live events (JSON ``{type, data}``), and speech from the browser.
+# ------------------------------------------------------------------ server
+class Server:
+    """The HTTP server of one daemon, on the loopback address."""
 
-    Types: see :data:`ambient.openapi.EVENT_TYPES` (hello, offer_started, token, offer_done,
-    offer_failed, picked, node_created, node_updated, note_changed, note_accepted, transcript,
-    speech_status). The client may send ``"ping"``, and speech: a ``speech_start`` text message,
-    binary 16-bit little-endian mono PCM frames, then ``speech_stop`` (see :class:`SpeechLink`).
-    """
-    daemon = request.app[DAEMON]
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=64 * 1024)
-    await ws.prepare(request)
-    sub = daemon.subscribe()
-    request.app[SOCKETS].add(ws)
-    pump = asyncio.get_running_loop().create_task(_pump(sub, ws))
-    speech = SpeechLink(daemon, ws)
-    try:
-        await ws.send_str(json.dumps({"type": "hello", "data": daemon.status()}))
-        async for msg in ws:
-            if msg.type == WSMsgType.TEXT:
-                if msg.data == "ping":
-                    await ws.send_str(json.dumps({"type": "pong", "data": {}}))
-                else:
-                    await speech.text(msg.data)
-            elif msg.type == WSMsgType.BINARY:
-                await speech.frames(msg.data)
-    finally:
-        await speech.close()
-        daemon.unsubscribe(sub)
-        request.app[SOCKETS].discard(ws)
-        pump.cancel()
-        await asyncio.gather(pump, return_exceptions=True)
-    return ws
+    # A connection that has not sent a whole request (headers trickling in byte by byte, or
+    # nothing at all) or sits idle between requests is closed after this long.
+    idle_timeout_s = 15.0
 
-
-SPEECH_OFF = "speech is off: add [sources.speech] to ambient.toml"
-
-
-class SpeechInput(Protocol):
-    """What the WebSocket needs from the speech source (integrations/speech)."""
-
-    async def feed_pcm16(self, session_id: str, frames: bytes, sample_rate: int = 16000) -> None: ...
-
-    async def end_session(self, session_id: str) -> None: ...
-
-
-class SpeechLink:
-    """One socket's speech session: ``speech_start``, binary PCM frames, ``speech_stop`` (or the close).
-
-    Every problem is an ``{"type": "error", "message"}`` text to this client; the socket stays open.
-    """
-
-    def __init__(self, daemon: Daemon, ws: web.WebSocketResponse) -> None:
+    def __init__(self, daemon: Daemon, *, port: int | None = None) -> None:
+        config = daemon.config
+        if config.server.host not in LOOPBACK_HOSTS:
+            raise ConfigError(
+                f"server.host = {config.server.host!r}: the daemon only listens on the loopback "
+                "address (127.0.0.1, ::1 or localhost); reach it from elsewhere through an SSH tunnel"
+            )
         self.daemon = daemon
-        self.ws = ws
-        self.session: str | None = None
-        self.sample_rate = 16000
-        self._ending: set[asyncio.Task[None]] = set()
+        self.host = config.server.host
+        self.port = config.server.port if port is None else port
+        self.token = ""
+        self.web_app: web.Application | None = None
+        self._socket: socket.socket | None = None
+        self._runner: web.AppRunner | None = None
 
-    def _source(self) -> SpeechInput | None:
-        source = self.daemon.sources.get("speech")
-        return cast(SpeechInput, source) if source is not None else None
-
-    async def error(self, message: str) -> None:
-        payload = {"type": "error", "message": message, "data": {"message": message}}
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await self.ws.send_str(json.dumps(payload, ensure_ascii=False))
-
-    def _off(self) -> str:
-        problem = self.daemon.sources.problems.get("speech")
-        return f"speech is off ({problem})" if problem else SPEECH_OFF
-
-    async def text(self, data: str) -> None:
+    def reserve(self) -> None:
+        """Take the port now, so that a port in use fails before anything slow starts."""
+        if self._socket is not None:
+            return
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        address = "127.0.0.1" if self.host == "localhost" else self.host
         try:
-            message = json.loads(data)
-        except ValueError:
-            await self.error('a text message must be "ping" or a JSON object with a "type"')
-            return
-        kind = message.get("type") if isinstance(message, dict) else None
-        if kind == "speech_start":
-            await self._start(message)
-        elif kind == "speech_stop":
-            await self._stop(message.get("session"))
-        else:
-            await self.error(f"unknown message type {kind!r}: expected speech_start or speech_stop")
+            self._socket = socket.create_server((address, self.port), family=family)
+        except OSError as exc:
+            raise AmbientError(
+                f"cannot listen on {self.host}:{self.port} ({exc.strerror}): is ambient "
+                "already running? (`ambient status`) Or pick another port with `ambient run --port N`"
+            ) from None
+        self.port = int(self._socket.getsockname()[1])
 
-    async def _start(self, message: dict[str, Any]) -> None:
-        if self._source() is None:
-            await self.error(self._off())
-            return
-        session, rate = message.get("session"), message.get("sample_rate", 16000)
-        if not isinstance(session, str) or not session:
-            await self.error('speech_start needs "session": a string id')
-            return
-        if not isinstance(rate, int) or isinstance(rate, bool):
-            await self.error(f'speech_start "sample_rate" must be an integer (Hz), got {rate!r}')
-            return
-        if self.session is not None and self.session != session:
-            self._end(self.session)
-        self.session, self.sample_rate = session, rate
-
-    async def _stop(self, session: Any) -> None:
-        if self.session is None or (session is not None and session != self.session):
-            await self.error(f"no speech session {session!r} is running on this socket")
-            return
-        self._end(self.session)
-        self.session = None
-
-    async def frames(self, data: bytes) -> None:
-        source = self._source()
-        if source is None:
-            await self.error(self._off())
-            return
-        if self.session is None:
-            await self.error('send {"type": "speech_start", "session": ID} before audio frames')
-            return
+    async def __aenter__(self) -> Server:
         try:
-            await source.feed_pcm16(self.session, data, self.sample_rate)
-        except AmbientError as exc:
-            await self.error(str(exc))
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
 
-    def _end(self, session: str) -> None:
-        """End a session in the background (it waits for the last transcription); the socket goes on."""
-        source = self._source()
-        if source is None:
-            return
-        task = asyncio.get_running_loop().create_task(self._end_quietly(source, session))
-        self._ending.add(task)
-        task.add_done_callback(self._ending.discard)
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
 
-    async def _end_quietly(self, source: SpeechInput, session: str) -> None:
+    async def start(self) -> None:
+        self.reserve()
+        assert self._socket is not None
+        home = self.daemon.config.home
+        self.token = await asyncio.to_thread(load_or_create_token, home)
+        installed = await asyncio.to_thread(places.installed)  # importing reads files
+        self.web_app = create_app(self.daemon, Site(self.token, self.port), installed)
+        self._runner = web.AppRunner(
+            self.web_app, access_log=None, shutdown_timeout=5.0, keepalive_timeout=self.idle_timeout_s
+        )
+        await self._runner.setup()
+        await web.SockSite(self._runner, self._socket).start()
+        # Only now: whoever finds the daemon by this file finds it answering, its places running.
+        await asyncio.to_thread(self._write_runtime_file)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+            await asyncio.to_thread(self._remove_runtime_file)
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/?token={self.token}"
+
+    @property
+    def runtime_file(self) -> Path:
+        return self.daemon.config.home / RUNTIME_FILE
+
+    def _write_runtime_file(self) -> None:
+        info = {"pid": os.getpid(), "host": self.host, "port": self.port, "version": __version__}
+        write_atomic(self.runtime_file, json.dumps(info) + "\n", mode=0o600)
+
+    def _remove_runtime_file(self) -> None:
         try:
-            await source.end_session(session)
-        except Exception:
-            _LOGGER.exception("speech session %s did not end cleanly", session)
-
-    async def close(self) -> None:
-        """The socket closed: end its session."""
-        if self.session is not None:
-            self._end(self.session)
-            self.session = None
-        if self._ending:
-            await asyncio.gather(*self._ending, return_exceptions=True)
-
-
-async def _pump(sub: Subscriber, ws: web.WebSocketResponse) -> None:
-    while True:
-        message = await sub.queue.get()
-        if message is None:
-            code, why = (1013, b"too slow: reconnect") if sub.overflowed else (1001, b"daemon stopping")
-            await ws.close(code=code, message=why)
+            info = json.loads(self.runtime_file.read_text())
+        except (OSError, ValueError):
             return
-        try:
-            await ws.send_str(message)
-        except ConnectionError:
-            return
+        if info.get("pid") == os.getpid():
+            self.runtime_file.unlink(missing_ok=True)
 
 
-async def _close_sockets(app: web.Application) -> None:
-    sockets: set[web.WebSocketResponse] = app[SOCKETS]
-    for ws in list(sockets):
-        await ws.close(code=1001, message=b"daemon stopping")
+@contextlib.asynccontextmanager
+async def serve(
+    config: Config, app: App | None = None, *, port: int | None = None, queue_size: int = 32
+) -> AsyncIterator[Server]:
+    """A daemon and its server, started in that order (the port taken first) and stopped cleanly.
+
+    At the end the daemon stops taking work first (waiting requests are answered), then the
+    server closes, then the daemon lets go of the model and the store.
+    """
+    daemon = Daemon(config, app, queue_size=queue_size)
+    server = Server(daemon, port=port)
+    server.reserve()
+    try:
+        async with daemon:
+            try:
+                await server.start()
+                yield server
+            finally:
+                await daemon.stop_intake()
+                await server.stop()
+    finally:
+        await server.stop()

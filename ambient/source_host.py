@@ -1,11 +1,10 @@
-"""Loading, supervising and unloading sources (integrations).
+"""Running the places of one daemon: set up, supervised, unloaded.
 
-A source named ``NAME`` lives in ``integrations/NAME/__init__.py`` and exposes
-``SOURCE``. The built-in manual source goes through the same registry as any
-other. Each source configured under ``[sources.NAME]`` is built with its typed
-options, set up (a failure is reported in one line and the source skipped),
-run under a supervisor that restarts it with backoff when it crashes, and
-unloaded at shutdown.
+The daemon tries every autostarting place and each place with a
+``[sources.NAME]`` table (see :func:`ambient.places.configured`). Each is built
+with its typed options and set up (a failure is reported in one line and the
+place skipped), run under a supervisor that restarts it with backoff when it
+crashes, and unloaded at shutdown.
 """
 
 from __future__ import annotations
@@ -13,48 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import importlib
 import logging
-import re
-from collections.abc import Mapping
 from typing import Any
 
-from ambient.config import parse_section
-from ambient.errors import AmbientError, ConfigError
+from ambient import places
+from ambient.config import Config
+from ambient.errors import AmbientError
 from ambient.sources import Hub, Source
 
 _LOGGER = logging.getLogger(__name__)
-
-PACKAGE = "integrations"
-BUILTIN_SOURCES = ("manual",)
-# Tried even without a [sources.NAME] table, so that `ambient run` says in one line why they are off.
-ALWAYS_TRIED = ("discord",)
-# Config names whose integration folder has another name: [sources.notes] lives in integrations/files/.
-ALIASES = {"notes": "files"}
-_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
-
-
-def load_source_class(name: str) -> type[Source]:
-    """The ``SOURCE`` class of ``integrations/<name>/``."""
-    if not _NAME.fullmatch(name):
-        raise ConfigError(f"[sources.{name}]: a source name is lower-case letters, digits and '_'")
-    folder = ALIASES.get(name, name)
-    module_name = f"{PACKAGE}.{folder}"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name not in (module_name, PACKAGE):
-            raise ConfigError(f"source {name!r} needs the package {exc.name!r}: install it") from exc
-        raise ConfigError(
-            f"unknown source [sources.{name}]: there is no integrations/{folder}/; "
-            "remove the table or check its spelling"
-        ) from None
-    cls = getattr(module, "SOURCE", None)
-    if not (isinstance(cls, type) and issubclass(cls, Source)):
-        raise ConfigError(
-            f"integrations/{folder}/ does not expose SOURCE, a subclass of ambient.sources.Source"
-        )
-    return cls
 
 
 @dataclasses.dataclass
@@ -72,23 +38,20 @@ class SourceHost:
     backoff_initial = 1.0
     backoff_max = 60.0
 
-    def __init__(self, hub: Hub, tables: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(self, hub: Hub, config: Config) -> None:
         self.hub = hub
-        self.tables = tables
+        self.config = config
         self.running: dict[str, _Running] = {}
         self.problems: dict[str, str] = {}  # name -> one line: why it is not running
 
-    def names(self) -> list[str]:
-        return list(dict.fromkeys([*BUILTIN_SOURCES, *ALWAYS_TRIED, *self.tables]))
-
     async def start(self) -> None:
-        for name in self.names():
+        for name in await asyncio.to_thread(places.configured, self.config):  # importing reads files
             await self._start_one(name)
 
     async def _start_one(self, name: str) -> None:
         try:
-            cls = await asyncio.to_thread(load_source_class, name)  # importing reads files
-            options = parse_section(cls.options_class, self.tables.get(name, {}), f"sources.{name}")
+            cls = await asyncio.to_thread(places.load, name)
+            options = places.options(self.config, cls)
             enabled, why = cls.enabled(options)
             if not enabled:
                 self._report(name, f"off: {why}" if why else "off")

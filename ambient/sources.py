@@ -1,32 +1,50 @@
-"""The contract every integration (notes, Discord, speech, the UI's manual input) follows.
+"""The place contract: what a place (notes, Discord, speech, the UI's typed text, or another package's)
+implements to plug into ambient.
 
-An integration is one folder under ``integrations/`` whose ``__init__.py``
-exposes ``SOURCE: type[Source]``. The daemon builds it with the hub and its
-typed options, then calls, in order:
+A place is a subclass of :class:`Source`, registered under the entry-point group
+``ambient.sources`` (the built-in places register the same way, in ambient's own
+``pyproject.toml``)::
 
-* ``await setup()``  check everything it needs; raise :class:`AmbientError`
-  with a message that names the fix (the daemon reports it and goes on
-  without that source);
-* ``await run()``    do the work until cancelled (the daemon restarts it with
-  backoff if it crashes);
-* ``await unload()`` free everything (observers, connections, models).
+    [project.entry-points."ambient.sources"]
+    echo = "ambient_echo:EchoSource"
 
-A source never samples or writes trees on the event loop itself: it hands
-:class:`SourceEvent` s to the hub, which debounces them (per ``key``, latest
-wins), builds the context, samples and publishes the offer. A source may only
-write into its own place (a note, a channel) when a person asks for that very
-action.
+**Options.** ``options_class`` is a frozen dataclass read from ``[sources.NAME]`` with
+:func:`ambient.config.parse_section` (unknown keys are refused, each key is typed).
+
+**Lifecycle.** The daemon builds the place with the hub and its options, then calls,
+in order:
+
+* ``await setup()``  check everything it needs; raise :class:`AmbientError` with a
+  message that names the fix (the daemon reports it in one line and goes on
+  without that place);
+* ``await run()``    do the work until cancelled (restarted with backoff if it crashes);
+* ``await unload()`` free everything (observers, connections, models);
+
+and asks ``status()`` for ``ambient status`` and the UI.
+
+**Surfaces.** Class-level, so that they exist whether or not the place runs in this
+process: ``routes()`` adds HTTP routes to the daemon's API (they appear in its
+OpenAPI document); ``socket_handler`` takes WebSocket messages of the types it
+names; ``add_commands()`` adds ``ambient`` subcommands; ``benchmarks()`` adds
+``ambient bench`` names.
+
+A place never samples or writes trees on the event loop itself: it hands
+:class:`SourceEvent` s to the hub, which debounces them (per ``key``, latest wins),
+builds the context, samples and publishes the offer. A place may only write into
+its own place (a note, a channel) when a person asks for that very action.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from ambient.app import App
+from ambient.offers import Overrides
 from ambient.tree import Offer
+from ambient.validation import Route
 
 T = TypeVar("T")
 
@@ -35,21 +53,22 @@ T = TypeVar("T")
 class SourceEvent:
     """A moment worth offering continuations for."""
 
-    source: str  # integration name: "notes", "discord", "speech", "manual"
+    source: str  # the place's name: "notes", "discord", "speech", "manual", ...
     key: str  # what it is about (a note's path, a channel, a session): latest wins per key
-    parent_id: str  # the node to offer continuations at (the source stores its text first)
+    parent_id: str  # the node to offer continuations at (the place stores its text first)
     text: str | None = None  # the text to continue, if not the full text up to parent_id
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
-    n: int | None = None  # overrides of the configured sampling settings
-    temperature: float | None = None
-    max_tokens: int | None = None
-    signals: bool | None = None  # per-token signals (default: sampling.signals)
-    oversample: int | None = None  # sample this many and offer n cluster representatives (0 = off)
+    # Changes to the configured sampling settings for this offer.
+    overrides: Overrides = dataclasses.field(default_factory=Overrides)
     debounce: bool = True  # False: a person asked for it explicitly, sample now
+
+    def source_info(self) -> dict[str, Any]:
+        """What the offer records as its source."""
+        return {"kind": self.source, "key": self.key, **self.meta}
 
 
 class Hub(Protocol):
-    """What the daemon gives each source."""
+    """What the daemon gives each place."""
 
     app: App
 
@@ -72,16 +91,79 @@ class Hub(Protocol):
         """Ask for the memory index to catch up with the store soon (in the background)."""
 
 
+class SocketPeer(Protocol):
+    """What a place's socket handler gets from the server: one WebSocket, and the place's state."""
+
+    async def send(self, kind: str, data: dict[str, Any]) -> None:
+        """Send ``{"type": kind, "data": data}`` to this socket only."""
+
+    async def error(self, message: str) -> None:
+        """Tell this socket's client what went wrong; the socket stays open."""
+
+    def running(self) -> Source | None:
+        """The place, when it runs in this daemon."""
+
+    def problem(self) -> str | None:
+        """Why the place does not run (its setup failed, or it is off), if it was tried."""
+
+
+class SocketHandler:
+    """One WebSocket's conversation with one place; a new handler per socket.
+
+    ``message_types`` are the ``type`` values of the JSON text messages it takes;
+    ``binary`` says it takes the socket's binary frames (one place at most).
+    """
+
+    message_types: ClassVar[tuple[str, ...]] = ()
+    binary: ClassVar[bool] = False
+
+    def __init__(self, peer: SocketPeer) -> None:
+        self.peer = peer
+
+    async def message(self, message: dict[str, Any]) -> None:
+        """A JSON text message whose ``type`` is one of ``message_types``."""
+
+    async def frames(self, data: bytes) -> None:
+        """A binary frame (only when ``binary``)."""
+
+    async def close(self) -> None:
+        """The socket closed: end what it started."""
+
+
 class Source(abc.ABC):
-    """One integration."""
+    """One place."""
 
     name: ClassVar[str]
     options_class: ClassVar[type[Any]]  # a frozen dataclass parsed with config.parse_section
+    # Tried even without a [sources.NAME] table, so that `ambient run` says in one line why it is off.
+    autostart: ClassVar[bool] = False
+    # Earlier names of its [sources.*] table, still read (with a warning saying the new name).
+    aliases: ClassVar[tuple[str, ...]] = ()
+    socket_handler: ClassVar[type[SocketHandler] | None] = None
 
     def __init__(self, hub: Hub, options: Any) -> None:
         self.hub = hub
         self.options = options
 
+    # ------------------------------------------------------------ surfaces
+    @classmethod
+    def routes(cls) -> Sequence[Route]:
+        """HTTP routes this place adds to the daemon's API (each under ``/api/``)."""
+        return ()
+
+    @classmethod  # noqa: B027 - optional
+    def add_commands(cls, sub: Any) -> None:
+        """Add ``ambient`` subcommands to ``sub`` (argparse's subparsers); each sets ``func``."""
+
+    @classmethod
+    def benchmarks(cls) -> Mapping[str, str]:
+        """``ambient bench`` names this place adds, each the module that implements it.
+
+        A benchmark module has ``run(config, **options) -> dict`` and ``to_markdown(result) -> str``.
+        """
+        return {}
+
+    # ----------------------------------------------------------- lifecycle
     @classmethod
     def enabled(cls, options: Any) -> tuple[bool, str]:
         """Whether to start with these options; the reason is printed in one line when not."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.llama_server import LlamaServer, start_llama_server
+from tests.places import install_places  # noqa: F401 - fixtures for every test
+from tests.strict_loop import strict_loop  # noqa: F401
 
 if TYPE_CHECKING:
     from ambient.sampling.local import LocalSampler
@@ -65,3 +68,12 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServ
 
     gguf = default_gguf_path(models_cache_dir())
     yield from start_llama_server(gguf, tmp_path_factory.mktemp("llama-server"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Async tests marked ``strict_loop`` run under :func:`tests.strict_loop.strict_loop`, set up first."""
+    for item in items:
+        function = getattr(item, "function", None)
+        if item.get_closest_marker("strict_loop") and inspect.iscoroutinefunction(function):
+            fixturenames: list[str] = getattr(item, "fixturenames", [])
+            fixturenames.insert(0, "strict_loop")

@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-from ambient.daemon import Subscriber
+from ambient.events import Subscriber
 
 
 async def next_event(sub: Subscriber, kind: str, timeout: float = 10.0) -> dict[str, Any]:

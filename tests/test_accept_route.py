@@ -17,16 +17,17 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from ambient.app import App
-from ambient.daemon import Daemon, Subscriber
+from ambient.daemon import Daemon
+from ambient.events import Subscriber
 from ambient.store import TreeStore
 from ambient.tree import MODEL, Author, NewBranch, Node
-from integrations.files.history import NoteHistory
-from integrations.files.source import NotesSource
+from integrations.notes.history import NoteHistory
+from integrations.notes.source import NotesSource
 from tests.fakes import FakeSampler
-from tests.integrations.files.test_daemon_e2e import source_table_name
 from tests.test_server import conforms, make_config
+from tests.web_app import bearer, web_app
 
-pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning"), pytest.mark.strict_loop]
 
 
 def offer_at(store: TreeStore, note: Path, texts: list[str]) -> list[Node]:
@@ -58,9 +59,9 @@ async def start(
 ) -> AsyncIterator[tuple[Daemon, TestClient[Any, Any]]]:
     config = make_config(tmp_path / "home", sources=sources)
     app = App(config, sampler=FakeSampler())
-    async with Daemon(config, app, serve=False) as daemon:
-        assert daemon.web_app is not None
-        client = await aiohttp_client(daemon.web_app, headers={"Authorization": f"Bearer {daemon.token}"})
+    async with Daemon(config, app) as daemon:
+        served = web_app(daemon)
+        client = await aiohttp_client(served, headers=bearer(served))
         yield daemon, client
     app.close()
 
@@ -78,9 +79,9 @@ async def with_notes(
 ) -> AsyncIterator[tuple[Daemon, TestClient[Any, Any]]]:
     """A daemon whose notes source watches ``notes`` (no offers on first sight)."""
     table = {"folders": [str(notes)], "quiet_ms": 100, "offer_on_first_sight": False}
-    async for pair in start(tmp_path, aiohttp_client, {source_table_name(): table}):
+    async for pair in start(tmp_path, aiohttp_client, {"notes": table}):
         daemon, _ = pair
-        assert isinstance(daemon.sources.get(source_table_name()), NotesSource), daemon.sources.status()
+        assert isinstance(daemon.sources.get("notes"), NotesSource), daemon.sources.status()
         yield pair
 
 
@@ -119,7 +120,7 @@ async def test_accept_goes_through_the_running_notes_source(
     note = notes / "b.md"
     note.write_text("Once upon a time")
     nodes = offer_at(daemon.app.store, note, [", a ship", ", a storm"])
-    source = daemon.sources.get(source_table_name())
+    source = daemon.sources.get("notes")
     assert isinstance(source, NotesSource)
     resp = await client.post(f"/api/nodes/{nodes[0].id}/accept", json={})
     assert resp.status == 200, await resp.text()

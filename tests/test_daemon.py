@@ -6,8 +6,6 @@ import asyncio
 import dataclasses
 import hashlib
 import json
-import sys
-import types
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,14 +14,20 @@ import pytest
 
 from ambient.app import App
 from ambient.config import Config, load_config
-from ambient.daemon import Daemon, Subscriber
+from ambient.daemon import Daemon
 from ambient.errors import AmbientError
+from ambient.events import Subscriber
+from ambient.offers import Overrides
 from ambient.pipeline import Busy, Superseded
+from ambient.server import Server, serve
 from ambient.source_host import SourceHost
 from ambient.sources import Source, SourceEvent
 from ambient.store import TreeStore
 from ambient.tree import Offer, OfferState, Status
 from tests.fakes import FakeSampler
+from tests.places import Installer
+
+pytestmark = pytest.mark.strict_loop  # the daemon never blocks its event loop
 
 
 def make_config(home: Path, **changes: Any) -> Config:
@@ -44,7 +48,9 @@ class Rig:
         return self.daemon.app.store
 
     def event(self, key: str = "k", **kw: Any) -> SourceEvent:
-        return SourceEvent(source="test", key=key, parent_id=self.root_id, **kw)
+        """An event at the root; sampling overrides (n, max_tokens, ...) among ``kw`` go in ``overrides``."""
+        rest = {k: v for k, v in kw.items() if k not in Overrides.names()}
+        return SourceEvent("test", key, self.root_id, overrides=Overrides.from_mapping(kw), **rest)
 
     async def wait_for(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:
         async def wait() -> dict[str, Any]:
@@ -72,7 +78,7 @@ async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[R
     sampler = FakeSampler(delay=opts.get("delay", 0.0), fail_after=opts.get("fail_after"))
     config = make_config(tmp_path, **opts.get("config", {}))
     app = App(config, sampler=sampler)
-    async with Daemon(config, app, serve=False, queue_size=opts.get("queue_size", 32)) as daemon:
+    async with Daemon(config, app, queue_size=opts.get("queue_size", 32)) as daemon:
         _, root = await daemon.run_blocking(app.store.create_tree, "Once upon a time")
         yield Rig(daemon, sampler, daemon.subscribe(), root.id)
     app.close()
@@ -198,13 +204,14 @@ async def test_bad_sampling_overrides_fail_the_event_not_the_daemon(rig: Rig) ->
 async def test_shutdown_cancels_sampling_and_keeps_acknowledged_picks(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     app = App(config, sampler=FakeSampler(delay=0.02))
-    daemon = Daemon(config, app, serve=False)
+    daemon = Daemon(config, app)
     await daemon.start()
     _, root = await daemon.run_blocking(app.store.create_tree, "Once")
-    first = await daemon.offer_now(SourceEvent("test", "k", root.id, max_tokens=2))
+    first = await daemon.offer_now(SourceEvent("test", "k", root.id, overrides=Overrides(max_tokens=2)))
     picked = await daemon.run_blocking(app.store.pick, first.node_ids[1])
     sub = daemon.subscribe()
-    await daemon.submit(SourceEvent("test", "k", root.id, max_tokens=500, debounce=False))
+    long_event = SourceEvent("test", "k", root.id, overrides=Overrides(max_tokens=500), debounce=False)
+    await daemon.submit(long_event)
     while json.loads(await sub.queue.get() or "{}").get("type") != "token":
         pass
     await asyncio.wait_for(daemon.stop(), 10)
@@ -226,7 +233,7 @@ async def test_offers_left_streaming_by_a_crash_are_failed_at_start(tmp_path: Pa
         _, root = store.create_tree("Once")
         offer = store.begin_offer(root.id, {})
     app = App(config, sampler=FakeSampler())
-    async with Daemon(config, app, serve=False) as daemon:
+    async with Daemon(config, app) as daemon:
         stored = await daemon.run_blocking(app.store.get_offer, offer.id)
         assert stored.state == OfferState.FAILED and stored.error == "daemon stopped while sampling"
     app.close()
@@ -237,15 +244,15 @@ async def test_the_daemon_serves_on_loopback_and_cleans_up(tmp_path: Path) -> No
 
     config = make_config(tmp_path)
     app = App(config, sampler=FakeSampler())
-    async with Daemon(config, app) as daemon:
-        assert daemon.port != 0
-        assert daemon.url == f"http://127.0.0.1:{daemon.port}/?token={daemon.token}"
-        assert json.loads((tmp_path / "daemon.json").read_text())["port"] == daemon.port
+    async with serve(config, app) as server:
+        assert server.port != 0
+        assert server.url == f"http://127.0.0.1:{server.port}/?token={server.token}"
+        assert json.loads((tmp_path / "daemon.json").read_text())["port"] == server.port
         jar = aiohttp.CookieJar(unsafe=True)  # like a browser, keep cookies of 127.0.0.1
-        async with aiohttp.ClientSession(cookie_jar=jar) as session, session.get(daemon.url) as resp:
+        async with aiohttp.ClientSession(cookie_jar=jar) as session, session.get(server.url) as resp:
             assert resp.status == 200 and "<title>ambient</title>" in await resp.text()
         async with aiohttp.ClientSession() as session:
-            ws = await session.ws_connect(f"http://127.0.0.1:{daemon.port}/api/events?token={daemon.token}")
+            ws = await session.ws_connect(f"http://127.0.0.1:{server.port}/api/events?token={server.token}")
             assert (await ws.receive_json())["type"] == "hello"
     assert (await ws.receive()).type.name in ("CLOSE", "CLOSED", "CLOSING")
     assert not (tmp_path / "daemon.json").exists()
@@ -254,17 +261,20 @@ async def test_the_daemon_serves_on_loopback_and_cleans_up(tmp_path: Path) -> No
 
 async def test_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    async with Daemon(config, App(config, sampler=FakeSampler())) as first:
+    async with serve(config, App(config, sampler=FakeSampler())) as first:
         second_config = make_config(tmp_path / "second")
-        second = Daemon(second_config, App(second_config, sampler=FakeSampler()), port=first.port)
+        second_app = App(second_config, sampler=FakeSampler())
         with pytest.raises(AmbientError, match="already running"):
-            await second.__aenter__()
+            async with serve(second_config, second_app, port=first.port):
+                pass
+        assert second_app.__dict__.get("store") is None  # refused before anything slow started
+        second_app.close()
 
 
 def test_a_non_loopback_host_is_refused(tmp_path: Path) -> None:
     config = make_config(tmp_path, server__host="0.0.0.0")
     with pytest.raises(AmbientError, match="loopback"):
-        Daemon(config, App(config, sampler=FakeSampler()))
+        Server(Daemon(config, App(config, sampler=FakeSampler())))
 
 
 # ---------------------------------------------------------- nothing outside
@@ -291,12 +301,13 @@ async def test_nothing_is_written_anywhere_but_the_store(
         connections.append(args)
         raise AssertionError("the daemon must not connect anywhere")
 
-    async with Daemon(config, app, serve=False) as daemon:
+    async with Daemon(config, app) as daemon:
         before = _snapshot(notes)
         monkeypatch.setattr(asyncio.get_running_loop(), "create_connection", no_network)
         _, root = await daemon.run_blocking(app.store.create_tree, (notes / "idea.md").read_text())
         for i in range(3):
-            offer = await daemon.offer_now(SourceEvent("test", f"k{i}", root.id, max_tokens=2))
+            event = SourceEvent("test", f"k{i}", root.id, overrides=Overrides(max_tokens=2))
+            offer = await daemon.offer_now(event)
             await daemon.run_blocking(app.store.pick, offer.node_ids[0])
         assert _snapshot(notes) == before
     app.close()
@@ -336,23 +347,16 @@ class BrokenSource(FlakySource):
         raise AmbientError("cannot reach the thing: set sources.broken.url")
 
 
-def _register(monkeypatch: pytest.MonkeyPatch, name: str, cls: type[Source]) -> None:
-    module = types.ModuleType(f"integrations.{name}")
-    module.SOURCE = cls  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, f"integrations.{name}", module)
-
-
 async def test_sources_are_set_up_restarted_and_unloaded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, install_places: Installer
 ) -> None:
-    _register(monkeypatch, "flaky", FlakySource)
-    _register(monkeypatch, "broken", BrokenSource)
+    install_places({"flaky": "tests.test_daemon:FlakySource", "broken": "tests.test_daemon:BrokenSource"})
     monkeypatch.setattr(SourceHost, "backoff_initial", 0.01)
     FlakySource.runs, FlakySource.unloaded = 0, False
     tables = {"flaky": {"crashes": "2"}, "broken": {}, "missing": {}}
     config = make_config(tmp_path, sources=tables)
     app = App(config, sampler=FakeSampler())
-    async with Daemon(config, app, serve=False) as daemon:
+    async with Daemon(config, app) as daemon:
         for _ in range(100):
             if FlakySource.runs >= 3:
                 break
@@ -366,19 +370,17 @@ async def test_sources_are_set_up_restarted_and_unloaded(
             "last_error": "cannot reach the thing: set sources.broken.url",
             "detail": {},
         }
-        assert "no integrations/missing/" in status["missing"]["last_error"]
+        assert "unknown source [sources.missing]" in status["missing"]["last_error"]
         assert status["manual"]["state"] == "running"
     assert FlakySource.unloaded
     app.close()
 
 
-async def test_bad_source_options_are_reported_not_fatal(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _register(monkeypatch, "flaky", FlakySource)
+async def test_bad_source_options_are_reported_not_fatal(tmp_path: Path, install_places: Installer) -> None:
+    install_places({"flaky": "tests.test_daemon:FlakySource"})
     config = make_config(tmp_path, sources={"flaky": {"crashes": "many", "colour": 1}})
     app = App(config, sampler=FakeSampler())
-    async with Daemon(config, app, serve=False) as daemon:
+    async with Daemon(config, app) as daemon:
         assert "sources.flaky" in daemon.sources.problems["flaky"]
     app.close()
 

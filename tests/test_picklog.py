@@ -22,7 +22,7 @@ def offer(store: TreeStore, parent_id: str, *texts: str, state: OfferState = Off
 
 
 def edit_and_pick(store: TreeStore, node_id: str, text: str) -> str:
-    from ambient.api import edit_node
+    from ambient.editing import edit_node
 
     app = App(load_config(env={"AMBIENT_HOME": str(store.path.parent)}))
     app.__dict__["store"] = store

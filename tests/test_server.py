@@ -12,20 +12,25 @@ from typing import Any
 
 import jsonschema
 import pytest
-from aiohttp import WSMsgType
+from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from ambient import places
 from ambient.app import App
 from ambient.config import Config, load_config
 from ambient.context import Fragment, Retriever
 from ambient.daemon import Daemon
 from ambient.openapi import build_openapi
 from ambient.security import cookie_name, load_or_create_token
+from ambient.server import routes
 from ambient.store import TreeStore
 from tests.events import next_event
 from tests.fakes import FakeSampler
+from tests.web_app import bearer, token, web_app
+
+pytestmark = pytest.mark.strict_loop  # the daemon never blocks its event loop
 
 MAX_BODY = 4096
 
@@ -74,23 +79,25 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
     app = App(config, sampler=FakeSampler())
     memory = FakeMemory()
     app.__dict__["memory"] = memory  # the real index is tested in tests/test_memory*.py and test_web.py
-    async with Daemon(config, app, serve=False) as d:
+    async with Daemon(config, app) as d:
         yield d
     app.close()
 
 
 @pytest.fixture
-async def client(daemon: Daemon, aiohttp_client: Any) -> TestClient[Any, Any]:
-    assert daemon.web_app is not None
-    c: TestClient[Any, Any] = await aiohttp_client(
-        daemon.web_app, headers={"Authorization": f"Bearer {daemon.token}"}
-    )
+def served(daemon: Daemon) -> web.Application:
+    return web_app(daemon)
+
+
+@pytest.fixture
+async def client(served: web.Application, aiohttp_client: Any) -> TestClient[Any, Any]:
+    c: TestClient[Any, Any] = await aiohttp_client(served, headers=bearer(served))
     return c
 
 
 # ------------------------------------------------------------------ OpenAPI
 def validator(schema_name: str) -> jsonschema.protocols.Validator:
-    doc = build_openapi()
+    doc = build_openapi(routes(places.installed()))
     registry: Registry[Any] = Registry().with_resource(
         "urn:ambient", Resource.from_contents(doc, default_specification=DRAFT202012)
     )
@@ -103,24 +110,23 @@ def conforms(payload: Any, schema_name: str) -> None:
 
 
 def test_openapi_schemas_are_valid_json_schema() -> None:
-    doc = build_openapi()
+    doc = build_openapi(routes(places.installed()))
     assert doc["openapi"].startswith("3.1")
     for schema in doc["components"]["schemas"].values():
         jsonschema.Draft202012Validator.check_schema(schema)
 
 
-async def test_openapi_describes_every_route(daemon: Daemon, client: TestClient[Any, Any]) -> None:
-    assert daemon.web_app is not None
-    routes = {
+async def test_openapi_describes_every_route(served: web.Application, client: TestClient[Any, Any]) -> None:
+    served_routes = {
         (r.method.lower(), r.resource.canonical)
-        for r in daemon.web_app.router.routes()
+        for r in served.router.routes()
         if r.method != "HEAD" and r.resource is not None
     }
     resp = await client.get("/api/openapi.json")
     assert resp.status == 200
     doc = await resp.json()
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
-    assert routes == documented
+    assert served_routes == documented
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
             assert op["responses"], (method, path)
@@ -239,9 +245,9 @@ async def test_search_finds_fragments_with_their_tree(daemon: Daemon, client: Te
 
 async def test_search_without_memory_is_503(tmp_path: Path, aiohttp_client: Any) -> None:
     config = make_config(tmp_path)
-    async with Daemon(config, App(config, sampler=FakeSampler()), serve=False) as d:
-        assert d.web_app is not None
-        c = await aiohttp_client(d.web_app, headers={"Authorization": f"Bearer {d.token}"})
+    async with Daemon(config, App(config, sampler=FakeSampler())) as d:
+        app_ = web_app(d)
+        c = await aiohttp_client(app_, headers=bearer(app_))
         resp = await c.get("/api/search", params={"q": "anything"})
         assert resp.status == 503 and "memory" in (await resp.json())["error"]
 
@@ -330,9 +336,8 @@ async def test_oversized_chunked_body_is_413(client: TestClient[Any, Any]) -> No
 
 
 # -------------------------------------------------------------- security
-async def test_requests_without_the_token_are_refused(daemon: Daemon, aiohttp_client: Any) -> None:
-    assert daemon.web_app is not None
-    anonymous = await aiohttp_client(daemon.web_app)
+async def test_requests_without_the_token_are_refused(served: web.Application, aiohttp_client: Any) -> None:
+    anonymous = await aiohttp_client(served)
     for path in ("/api/status", "/", "/static/app.js", "/api/openapi.json", "/api/events"):
         resp = await anonymous.get(path)
         assert resp.status == 401, path
@@ -341,7 +346,7 @@ async def test_requests_without_the_token_are_refused(daemon: Daemon, aiohttp_cl
     assert resp.status == 401 and "wrong token" in (await resp.json())["error"]
     resp = await anonymous.get("/api/status", params={"token": "wrong"})
     assert resp.status == 401
-    resp = await anonymous.get("/api/status", params={"token": daemon.token})
+    resp = await anonymous.get("/api/status", params={"token": token(served)})
     assert resp.status == 200
 
 
@@ -371,13 +376,14 @@ async def test_foreign_origin_is_refused(client: TestClient[Any, Any]) -> None:
     assert resp.status == 200
 
 
-async def test_first_page_load_sets_a_strict_http_only_cookie(daemon: Daemon, aiohttp_client: Any) -> None:
-    assert daemon.web_app is not None
-    browser = await aiohttp_client(daemon.web_app)
-    resp = await browser.get(f"/?token={daemon.token}", allow_redirects=False)
+async def test_first_page_load_sets_a_strict_http_only_cookie(
+    served: web.Application, aiohttp_client: Any
+) -> None:
+    browser = await aiohttp_client(served)
+    resp = await browser.get(f"/?token={token(served)}", allow_redirects=False)
     assert resp.status == 303 and resp.headers["Location"] == "/"
     cookie = resp.cookies[cookie_name(browser.port)]
-    assert cookie.value == daemon.token
+    assert cookie.value == token(served)
     assert cookie["httponly"] and cookie["samesite"] == "Strict"
     page = await browser.get("/")
     assert page.status == 200 and "text/html" in page.headers["Content-Type"]
@@ -435,18 +441,17 @@ async def test_websocket_streams_offer_events(daemon: Daemon, client: TestClient
     await ws.close()
 
 
-async def test_websocket_needs_token_and_own_origin(daemon: Daemon, aiohttp_client: Any) -> None:
-    assert daemon.web_app is not None
-    anonymous = await aiohttp_client(daemon.web_app)
+async def test_websocket_needs_token_and_own_origin(served: web.Application, aiohttp_client: Any) -> None:
+    anonymous = await aiohttp_client(served)
     resp = await anonymous.get("/api/events")
     assert resp.status == 401
     port = anonymous.port
     resp = await anonymous.get(
-        "/api/events", params={"token": daemon.token}, headers={"Origin": "http://evil.example"}
+        "/api/events", params={"token": token(served)}, headers={"Origin": "http://evil.example"}
     )
     assert resp.status == 403
     ws = await anonymous.ws_connect(
-        f"/api/events?token={daemon.token}", headers={"Origin": f"http://127.0.0.1:{port}"}
+        f"/api/events?token={token(served)}", headers={"Origin": f"http://127.0.0.1:{port}"}
     )
     assert (await ws.receive_json())["type"] == "hello"
     await ws.close()

@@ -20,12 +20,15 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from ambient.app import App
-from ambient.bench.speech import wer
 from ambient.daemon import Daemon
-from ambient.server import SPEECH_OFF
+from integrations.speech.bench import wer
+from integrations.speech.socket import SPEECH_OFF
 from tests.fakes import FakeSampler
 from tests.integrations.speech.helpers import SENTENCES, sox, speak
 from tests.test_server import make_config
+from tests.web_app import bearer, web_app
+
+pytestmark = pytest.mark.strict_loop  # the daemon never blocks its event loop
 
 FRAME = 16000 * 2 // 10  # 100 ms of 16-bit mono samples at 16 kHz, as the UI sends them
 
@@ -88,9 +91,9 @@ async def serve(
 ) -> AsyncIterator[tuple[Daemon, TestClient[Any, Any]]]:
     config = make_config(tmp_path / "home", sources=sources, sampling__n=2)
     app = App(config, sampler=FakeSampler())
-    async with Daemon(config, app, serve=False) as daemon:
-        assert daemon.web_app is not None
-        client = await aiohttp_client(daemon.web_app, headers={"Authorization": f"Bearer {daemon.token}"})
+    async with Daemon(config, app) as daemon:
+        served = web_app(daemon)
+        client = await aiohttp_client(served, headers=bearer(served))
         yield daemon, client
     app.close()
 

@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import expect
 
 from ambient.config import Config, load_config
-from ambient.daemon import Daemon
+from ambient.server import serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -81,9 +81,9 @@ class DaemonThread:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        async with Daemon(self.config) as daemon:
-            self.url, self.token = daemon.url, daemon.token
-            self.memory = daemon.memory_ready
+        async with serve(self.config) as server:
+            self.url, self.token = server.url, server.token
+            self.memory = server.daemon.memory_ready
             self.ready.set()
             await self._stop.wait()
 

@@ -15,7 +15,6 @@ import pytest
 from playwright.sync_api import expect
 
 from ambient.config import load_config
-from tests.integrations.files.test_daemon_e2e import source_table_name
 from tests.test_web import CHROMIUM, CHROMIUM_ARGS, DaemonThread
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (make system)")
@@ -38,7 +37,7 @@ def daemon(tiny_model_path: Path, tmp_path: Path, notes: Path) -> Iterator[Daemo
         server__port=0,
         sampling__n=2,
         sampling__max_tokens=5,
-        sources={source_table_name(): {"folders": [str(notes)], "quiet_ms": 100}},
+        sources={"notes": {"folders": [str(notes)], "quiet_ms": 100}},
     )
     with DaemonThread(config) as d:
         yield d

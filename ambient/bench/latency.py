@@ -36,6 +36,7 @@ from ambient.daemon import Daemon
 from ambient.errors import AmbientError
 from ambient.sampling.base import OnToken, Sampler, SampleResult, SamplingOptions, Token
 from ambient.sampling.registry import create_sampler
+from ambient.server import serve
 from ambient.sources import SourceEvent
 
 TARGET_MS = 20.0
@@ -161,9 +162,10 @@ async def _interleaved(cfg: Config, sampler: TimedSampler, events: int) -> list[
     app = App(cfg, sampler=sampler)
     rows: list[tuple[float, float, float]] = []
     try:
-        async with Daemon(cfg, app) as daemon, aiohttp.ClientSession() as session:
+        async with serve(cfg, app) as server, aiohttp.ClientSession() as session:
+            daemon = server.daemon
             _, root = await daemon.run_blocking(app.store.create_tree, PROMPT)
-            url = f"http://127.0.0.1:{daemon.port}/api/events?token={daemon.token}"
+            url = f"http://127.0.0.1:{server.port}/api/events?token={server.token}"
             async with session.ws_connect(url) as ws:
                 await ws.receive_json()  # hello
                 for i in range(WARMUP + events):

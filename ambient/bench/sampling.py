@@ -22,17 +22,13 @@ from __future__ import annotations
 import functools
 import gc
 import platform
-import resource
-import time
-from collections.abc import Callable, Sequence
-from importlib import resources
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ambient.bench.measure import best_time, build_prompt, measure_bandwidth, peak_rss_mb
 from ambient.errors import InvalidInput
 from ambient.sampling.base import SamplingOptions
-
-BANDWIDTH_BYTES = 1 << 29  # 512 MiB: far bigger than any CPU cache, smaller than the model
 
 
 def run(
@@ -104,48 +100,10 @@ def run(
     return result
 
 
-def build_prompt(tokenizer: Any, prompt_tokens: int) -> str:
-    """About ``prompt_tokens`` tokens (begin-of-text marker included) of the shipped prose, cut at a token."""
-    text = resources.files("ambient.bench").joinpath("prompt.txt").read_text(encoding="utf-8")
-    ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
-    while len(ids) < prompt_tokens:
-        ids = ids + tokenizer("\n\n" + text, add_special_tokens=False)["input_ids"]
-    special = len(tokenizer("a")["input_ids"]) - len(tokenizer("a", add_special_tokens=False)["input_ids"])
-    return str(tokenizer.decode(ids[: max(1, prompt_tokens - special)]))
-
-
-def measure_bandwidth(nbytes: int = BANDWIDTH_BYTES, repeats: int = 10) -> float:
-    """Memory read bandwidth in bytes/s: the best time to sum a buffer much bigger than the caches."""
-    import torch
-
-    buf = torch.ones(nbytes // 4, dtype=torch.float32)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        buf.sum()
-        best = min(best, time.perf_counter() - t0)
-    return nbytes / best
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
 def _threads() -> int:
     import torch
 
     return int(torch.get_num_threads())
-
-
-def _best(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """Best wall time of ``fn`` over ``repeats`` runs, and the last run's value."""
-    best, value = float("inf"), None
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        value = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, value
 
 
 def _bench_local(
@@ -158,7 +116,7 @@ def _bench_local(
         out: dict[int, dict[str, Any]] = {}
         for n in ns:
             call = functools.partial(sampler.generate, prompt, _options(n, new_tokens, seed))
-            wall, res = _best(call, repeats)
+            wall, res = best_time(call, repeats)
             made = sum(len(c.tokens) for c in res.continuations)
             out[n] = {"wall_s": wall, "tokens": made, **res.meta}
         return out
@@ -177,7 +135,7 @@ def _bench_continue(
             n=n, max_tokens=new_tokens, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
             stop=tuple(s.stop), seed=seed, top_logprobs=s.top_logprobs,
         )
-        wall, res = _best(functools.partial(sampler.generate, prompt, opts), repeats)
+        wall, res = best_time(functools.partial(sampler.generate, prompt, opts), repeats)
         out[f"n{n}_s"] = wall
         out[f"n{n}_tokens"] = sum(len(c.tokens) for c in res.continuations)
     out["ratio"] = out["n8_s"] / out["n1_s"]
@@ -214,8 +172,8 @@ def _bench_hf(
     gen(2)  # warm-up
     out: dict[int, dict[str, float]] = {}
     for n in ns:
-        a, _ = _best(functools.partial(separate, n), repeats)
-        b, _ = _best(functools.partial(gen, n), repeats)
+        a, _ = best_time(functools.partial(separate, n), repeats)
+        b, _ = best_time(functools.partial(gen, n), repeats)
         out[n] = {"separate_s": a, "num_return_s": b}
     return out
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ambient.bench.sampling import _best, build_prompt
+from ambient.bench.measure import best_time, build_prompt
 from ambient.sampling.base import SamplingOptions
 
 SECTION = "sampling-openai"
@@ -105,7 +105,7 @@ def _bench(
         out: dict[int, dict[str, Any]] = {}
         for n in ns:
             call = functools.partial(sampler.generate, prompt, _options(n, new_tokens, seed, top))
-            wall, res = _best(call, repeats)
+            wall, res = best_time(call, repeats)
             made = sum(len(c.tokens) for c in res.continuations)
             keep = ("server_n", "fanned_out", "requests", "resumed", "logprobs", "prefill_s", "decode_s")
             out[n] = {"wall_s": wall, "tokens": made, **{k: v for k, v in res.meta.items() if k in keep}}

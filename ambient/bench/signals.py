@@ -41,7 +41,7 @@ def run(
 ) -> dict[str, Any]:
     """Run the benchmark; returns plain data for :func:`to_markdown` (``section`` = "signals")."""
     from ambient import models
-    from ambient.bench.sampling import build_prompt, peak_rss_mb
+    from ambient.bench.measure import build_prompt, peak_rss_mb
     from ambient.sampling.local import LocalSampler
 
     if quick:

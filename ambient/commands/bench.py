@@ -1,8 +1,10 @@
 """``ambient bench NAME``: run a benchmark and write its section of BENCHMARKS.md.
 
-Each benchmark is a module ``ambient.bench.<name>`` with ``run(config, **options) -> dict``
-and ``to_markdown(result) -> str``. Results replace the benchmark's own section of
-BENCHMARKS.md (between marker comments), under a description of the machine.
+Each benchmark is a module with ``run(config, **options) -> dict`` and
+``to_markdown(result) -> str``: the core's are ``ambient.bench.<name>``; each place
+adds its own (:meth:`ambient.sources.Source.benchmarks`). A module with
+``LONG = True`` is left out of ``all``. Results replace the benchmark's own section
+of BENCHMARKS.md (between marker comments), under a description of the machine.
 """
 
 from __future__ import annotations
@@ -17,11 +19,20 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ambient import places
 from ambient.app import App
 from ambient.errors import InvalidInput
 
-BENCHMARKS = ("sampling", "memory", "latency", "notes", "discord", "speech", "load")
-LONG_BENCHMARKS = ("soak",)  # not part of "all"
+CORE_BENCHMARKS = {name: f"ambient.bench.{name}" for name in ("sampling", "memory", "latency")}
+
+
+def benchmarks() -> dict[str, str]:
+    """Every benchmark: the core's, then each installed place's (name -> module)."""
+    found = dict(CORE_BENCHMARKS)
+    for place in places.installed().values():
+        for name, module in place.benchmarks().items():
+            found.setdefault(name, module)
+    return found
 
 
 def register(sub: Any) -> None:
@@ -30,7 +41,7 @@ def register(sub: Any) -> None:
         help="measure speed and memory; results go into BENCHMARKS.md",
         description="Run a benchmark side by side with the obvious alternative and record the figures.",
     )
-    p.add_argument("name", choices=[*BENCHMARKS, *LONG_BENCHMARKS, "all"])
+    p.add_argument("name", choices=[*benchmarks(), "all"])
     p.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     p.add_argument("--output", default="BENCHMARKS.md", help="file to update (default: BENCHMARKS.md)")
     p.add_argument("--no-write", action="store_true", help="print only")
@@ -43,12 +54,15 @@ def register(sub: Any) -> None:
 
 
 def cmd_bench(args: argparse.Namespace, app: App) -> int:
-    names = BENCHMARKS if args.name == "all" else (args.name,)
+    found = benchmarks()
+    names = list(found) if args.name == "all" else [args.name]
     for name in names:
         try:
-            module = importlib.import_module(f"ambient.bench.{name}")
-        except ModuleNotFoundError:
-            raise InvalidInput(f"benchmark {name!r} is not available in this version") from None
+            module = importlib.import_module(found[name])
+        except ModuleNotFoundError as exc:
+            raise InvalidInput(f"benchmark {name!r} needs the package {exc.name!r}: install it") from None
+        if args.name == "all" and getattr(module, "LONG", False):
+            continue
         options = _options_for(module, args)
         result = module.run(app.config, **options)
         markdown = module.to_markdown(result)

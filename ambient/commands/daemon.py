@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from ambient.app import App
-from ambient.daemon import RUNTIME_FILE, Daemon
 from ambient.errors import InvalidInput
 from ambient.fsutil import write_atomic
 from ambient.picklog import dpo_pairs, offer_records
 from ambient.security import read_token
+from ambient.server import RUNTIME_FILE, Server, serve
 
 
 def register(sub: Any) -> None:
@@ -52,21 +52,21 @@ def cmd_run(args: argparse.Namespace, app: App) -> int:
     port = app.config.server.port if args.port is None else args.port
     if not 0 <= port <= 65535:
         raise InvalidInput(f"--port {port} is not a port: give 1..65535 (0 picks a free one)")
-    return asyncio.run(serve(app, port=port, browser=not args.no_browser))
+    return asyncio.run(run_until_stopped(app, port=port, browser=not args.no_browser))
 
 
-async def serve(app: App, *, port: int, browser: bool) -> int:
-    """Run the daemon until SIGINT or SIGTERM, then shut down cleanly."""
+async def run_until_stopped(app: App, *, port: int, browser: bool) -> int:
+    """Run the daemon and its web server until SIGINT or SIGTERM, then shut down cleanly."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         print("ambient: starting (loading the model)…", file=sys.stderr, flush=True)
-        async with Daemon(app.config, app, port=port) as daemon:
-            _announce(daemon)
+        async with serve(app.config, app, port=port) as server:
+            _announce(server)
             if browser and _has_display():
-                await asyncio.to_thread(webbrowser.open, daemon.url)
+                await asyncio.to_thread(webbrowser.open, server.url)
             await stop.wait()
             print("ambient: stopping…", file=sys.stderr, flush=True)
     finally:
@@ -76,8 +76,9 @@ async def serve(app: App, *, port: int, browser: bool) -> int:
     return 0
 
 
-def _announce(daemon: Daemon) -> None:
-    print(f"ambient is running: {daemon.url}", flush=True)
+def _announce(server: Server) -> None:
+    daemon = server.daemon
+    print(f"ambient is running: {server.url}", flush=True)
     for name, problem in daemon.sources.problems.items():
         print(f"  source {name}: {problem}", file=sys.stderr)
     if daemon.app.memory_warning:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
 from typing import Any
 
 import discord
@@ -72,9 +71,6 @@ class AmbientBot(Flows, commands.Bot):  # type: ignore[misc]  # discord.py is sk
         self.options = options
         self.trees = ChannelTrees(lambda: hub.app.store)
         self._pick_lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._index_task: asyncio.Task[None] | None = None
-        self._index_again = False
         self.disconnects = 0
         self.tree.add_command(
             app_commands.Command(
@@ -169,41 +165,8 @@ class AmbientBot(Flows, commands.Bot):  # type: ignore[misc]  # discord.py is sk
 
     # ------------------------------------------------------------- memory
     def remember_later(self) -> None:
-        """Index the new lines and continuations into memory, in the background (coalesced)."""
-        schedule = getattr(self.hub, "schedule_index", None)
-        if callable(schedule):
-            schedule()
-            return
-        if self._index_task is not None and not self._index_task.done():
-            self._index_again = True
-            return
-        self._index_task = self._spawn(self._index_loop())
-
-    async def _index_loop(self) -> None:
-        while True:
-            self._index_again = False
-            try:
-                await self.hub.run_blocking(self.hub.app.index_pending)
-            except Exception:
-                _LOGGER.exception("Discord: remembering new lines failed")
-            if not self._index_again:
-                return
-
-    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def wait_idle(self) -> None:
-        """Wait for background work (indexing) to finish."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await super().close()
+        """Index the new lines and continuations into memory, in the background (the hub coalesces)."""
+        self.hub.schedule_index()
 
     def status(self) -> dict[str, Any]:
         return {

@@ -30,6 +30,7 @@ import discord
 from discord.ext import commands
 
 from ambient.errors import AmbientError
+from ambient.offers import Overrides
 from ambient.sources import SourceEvent
 from ambient.tree import Node, OfferState, new_id
 from integrations.discord import posting
@@ -229,9 +230,7 @@ class Flows(ChatReader, Access):
                 "channel": str(place.channel_id),
                 "thread": str(place.timeline_id),
             },
-            n=n,
-            temperature=temperature,
-            max_tokens=self.options.max_tokens,
+            overrides=Overrides(n=n, temperature=temperature, max_tokens=self.options.max_tokens),
             debounce=False,
         )
         offer = await self.hub.offer_now(event)

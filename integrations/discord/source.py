@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import discord
@@ -24,6 +25,11 @@ class DiscordSource(Source):
 
     name: ClassVar[str] = "discord"
     options_class: ClassVar[type[Any]] = DiscordOptions
+    autostart: ClassVar[bool] = True  # without a token, `ambient run` says how to turn it on
+
+    @classmethod
+    def benchmarks(cls) -> Mapping[str, str]:
+        return {"discord": "integrations.discord.bench"}
 
     def __init__(self, hub: Hub, options: DiscordOptions) -> None:
         super().__init__(hub, options)

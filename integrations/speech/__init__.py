@@ -6,10 +6,3 @@ browser streams over the daemon's WebSocket. See :mod:`integrations.speech.sourc
 for the events it publishes and :mod:`integrations.speech.streaming` for the
 streaming policy.
 """
-
-from integrations.speech.options import SpeechOptions
-from integrations.speech.source import SpeechSource
-
-SOURCE = SpeechSource
-
-__all__ = ["SOURCE", "SpeechOptions", "SpeechSource"]

@@ -28,17 +28,18 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from ambient.errors import AmbientError, InvalidInput
-from ambient.sources import Source, SourceEvent
+from ambient.sources import SocketHandler, Source, SourceEvent
 from ambient.tree import HUMAN, Author
 from integrations.speech import audio
 from integrations.speech.options import SAMPLE_RATE, SpeechOptions
+from integrations.speech.socket import SpeechSocket
 from integrations.speech.streaming import StreamingPolicy, StreamUpdate
 from integrations.speech.transcriber import Segment, Transcriber
 
@@ -71,8 +72,19 @@ class _Session:
 
 
 class SpeechSource(Source):
-    name = "speech"
-    options_class = SpeechOptions
+    name: ClassVar[str] = "speech"
+    options_class: ClassVar[type[Any]] = SpeechOptions
+    socket_handler: ClassVar[type[SocketHandler] | None] = SpeechSocket
+
+    @classmethod
+    def add_commands(cls, sub: Any) -> None:
+        from integrations.speech.commands import register
+
+        register(sub)
+
+    @classmethod
+    def benchmarks(cls) -> Mapping[str, str]:
+        return {"speech": "integrations.speech.bench"}
 
     def __init__(self, hub: Any, options: SpeechOptions) -> None:
         super().__init__(hub, options)

@@ -19,6 +19,7 @@ from ambient.app import App
 from ambient.config import Config, load_config
 from ambient.daemon import Daemon
 from ambient.sampling.base import Sampler
+from ambient.server import Server
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -50,6 +51,7 @@ class ThreadedDaemon:
             self.app.__dict__["memory"] = memory
         self.loop = asyncio.new_event_loop()
         self.daemon = Daemon(config, self.app)
+        self.server = Server(self.daemon, port=config.server.port)
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._main, name="reliability-daemon", daemon=True)
         self._ready = threading.Event()
@@ -79,7 +81,8 @@ class ThreadedDaemon:
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
         try:
-            async with self.daemon:
+            self.server.reserve()
+            async with self.daemon, self.server:
                 self._ready.set()
                 await self._stop.wait()
         except BaseException as exc:
@@ -88,11 +91,11 @@ class ThreadedDaemon:
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.daemon.port}"
+        return f"http://127.0.0.1:{self.server.port}"
 
     @property
     def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.daemon.token}"}
+        return {"Authorization": f"Bearer {self.server.token}"}
 
     def call(self, coro: Callable[[], Coroutine[Any, Any, T]], timeout: float = 30.0) -> T:
         """Run ``coro()`` on the daemon's loop and return its result."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ambient.daemon import Daemon
+from ambient.server import Server
 from tests.fakes import FakeSampler
 from tests.reliability.helpers import AMBIENT_CLI, ThreadedDaemon, child_env, make_config
 
@@ -28,7 +28,7 @@ IDLE_TIMEOUT = 1.5
 
 @pytest.fixture
 def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ThreadedDaemon]:
-    monkeypatch.setattr(Daemon, "idle_timeout_s", IDLE_TIMEOUT)
+    monkeypatch.setattr(Server, "idle_timeout_s", IDLE_TIMEOUT)
     with ThreadedDaemon(make_config(tmp_path, server__max_body_bytes=4096), FakeSampler()) as rig:
         yield rig
 
@@ -50,10 +50,10 @@ def _trickle(port: int, data: bytes, interval: float, stop: threading.Event, out
 
 
 def test_a_slowloris_client_blocks_nobody_and_is_cut_off(rig: ThreadedDaemon) -> None:
-    headers = f"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1:{rig.daemon.port}\r\n" + "X-Pad: a\r\n" * 40
+    headers = f"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1:{rig.server.port}\r\n" + "X-Pad: a\r\n" * 40
     stop, results = threading.Event(), [dict[str, float]() for _ in range(5)]
     slow = [
-        threading.Thread(target=_trickle, args=(rig.daemon.port, headers.encode(), 0.05, stop, r))
+        threading.Thread(target=_trickle, args=(rig.server.port, headers.encode(), 0.05, stop, r))
         for r in results
     ]
     for thread in slow:
@@ -74,7 +74,7 @@ def test_a_slowloris_client_blocks_nobody_and_is_cut_off(rig: ThreadedDaemon) ->
 
 
 def test_a_silent_connection_is_closed(rig: ThreadedDaemon) -> None:
-    with socket.create_connection(("127.0.0.1", rig.daemon.port)) as sock:
+    with socket.create_connection(("127.0.0.1", rig.server.port)) as sock:
         sock.settimeout(IDLE_TIMEOUT + 10)
         began = time.monotonic()
         assert sock.recv(1024) == b""
@@ -83,11 +83,11 @@ def test_a_silent_connection_is_closed(rig: ThreadedDaemon) -> None:
 
 def test_a_body_shorter_than_announced_times_out_without_harm(rig: ThreadedDaemon) -> None:
     request = (
-        f"POST /api/trees HTTP/1.1\r\nHost: 127.0.0.1:{rig.daemon.port}\r\n"
-        f"Authorization: Bearer {rig.daemon.token}\r\nContent-Type: application/json\r\n"
+        f"POST /api/trees HTTP/1.1\r\nHost: 127.0.0.1:{rig.server.port}\r\n"
+        f"Authorization: Bearer {rig.server.token}\r\nContent-Type: application/json\r\n"
         "Content-Length: 1000\r\n\r\n" + '{"text": "half'
     )
-    with socket.create_connection(("127.0.0.1", rig.daemon.port)) as sock:
+    with socket.create_connection(("127.0.0.1", rig.server.port)) as sock:
         sock.sendall(request.encode())
         sock.shutdown(socket.SHUT_WR)  # the client gives up half-way
         sock.settimeout(10)
@@ -109,9 +109,10 @@ def test_a_body_shorter_than_announced_times_out_without_harm(rig: ThreadedDaemo
     ids=["none", "empty", "basic", "wrong", "non-ascii", "other-port-cookie"],
 )
 def test_every_route_refuses_a_missing_or_wrong_token(rig: ThreadedDaemon, headers: dict[str, str]) -> None:
-    from ambient.api import ROUTES
+    from ambient import places
+    from ambient.server import routes
 
-    for route in ROUTES:
+    for route in routes(places.installed()):  # the core's and every place's
         path = route.path.replace("{tree_id}", "x").replace("{node_id}", "x").replace("{offer_id}", "x")
         resp = requests.request(route.method, rig.base + path, headers=headers, json={"text": "x"}, timeout=5)
         assert resp.status_code == 401, (route.path, resp.text)
@@ -120,7 +121,7 @@ def test_every_route_refuses_a_missing_or_wrong_token(rig: ThreadedDaemon, heade
 
 
 def test_a_rebinding_host_or_foreign_origin_is_refused_even_with_the_token(rig: ThreadedDaemon) -> None:
-    port = rig.daemon.port
+    port = rig.server.port
     for extra in (
         {"Host": f"attacker.example:{port}"},
         {"Host": f"127.0.0.1.nip.io:{port}"},

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import requests
 
+from ambient.offers import Overrides
 from ambient.sources import SourceEvent
 from ambient.store import TreeStore
 from tests.fakes import FakeSampler
@@ -115,7 +116,8 @@ def test_a_full_disk_during_sampling_fails_the_offer_not_the_daemon(tmp_path: Pa
             assert event["type"] == "offer_failed", event
             assert "free some disk space" in event["data"]["error"]
             (home / "filler").unlink()
-            again = rig.call(lambda: rig.daemon.offer_now(SourceEvent("test", "k", root, max_tokens=3)))
+            short = SourceEvent("test", "k", root, overrides=Overrides(max_tokens=3))
+            again = rig.call(lambda: rig.daemon.offer_now(short))
             assert again.state == "done"
             offers = rig.blocking(rig.app.store.offers_at, root)
             assert [o.state for o in offers] == ["failed", "done"]  # not left "streaming"

@@ -71,7 +71,7 @@ async def test_a_sampler_failing_mid_stream_fails_the_offer_and_keeps_the_partia
 ) -> None:
     config = make_config(tmp_path, sampling__max_tokens=10)
     app = App(config, sampler=FailingSampler(error, after=3))
-    async with Daemon(config, app, serve=False) as daemon:
+    async with Daemon(config, app) as daemon:
         sub = daemon.subscribe()
         _, root = await daemon.run_blocking(app.store.create_tree, "The tide came in")
         await daemon.submit(SourceEvent("test", "k", root.id, debounce=False))
@@ -91,7 +91,7 @@ async def test_a_sampler_failing_mid_stream_fails_the_offer_and_keeps_the_partia
 async def test_a_sampler_failing_before_any_token_stores_an_empty_failed_offer(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     app = App(config, sampler=FailingSampler(MemoryError("no memory for the prompt"), after=0))
-    async with Daemon(config, app, serve=False) as daemon:
+    async with Daemon(config, app) as daemon:
         _, root = await daemon.run_blocking(app.store.create_tree, "The tide came in")
         with pytest.raises(MemoryError):
             await daemon.offer_now(SourceEvent("test", "k", root.id))
@@ -110,7 +110,7 @@ async def notes_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Async
     tables = {"notes": {"folders": [str(notes)], "quiet_ms": 20, "sidecars": False}}
     config = make_config(tmp_path / "home", sources=tables)
     app = App(config, sampler=FakeSampler())
-    async with Daemon(config, app, serve=False) as daemon:
+    async with Daemon(config, app) as daemon:
         yield daemon, notes
     app.close()
 
@@ -126,7 +126,7 @@ async def _until(condition: Any, timeout: float = 10.0) -> None:
 async def test_a_crashing_notes_source_is_restarted_reported_and_works_again(
     notes_daemon: tuple[Daemon, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from integrations.files.source import NotesSource
+    from integrations.notes.source import NotesSource
 
     daemon, notes = notes_daemon
     sub = daemon.subscribe()
@@ -170,11 +170,11 @@ async def test_a_crashing_notes_source_is_restarted_reported_and_works_again(
 
 
 async def test_backoff_grows_and_starts_over_after_a_healthy_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, install_places: Any
 ) -> None:
-    from tests.test_daemon import FlakySource, _register
+    from tests.test_daemon import FlakySource
 
-    _register(monkeypatch, "flaky", FlakySource)
+    install_places({"flaky": "tests.test_daemon:FlakySource"})
     monkeypatch.setattr(SourceHost, "backoff_initial", 0.02)
     monkeypatch.setattr(SourceHost, "backoff_max", 0.08)
     delays: list[float] = []
@@ -188,7 +188,7 @@ async def test_backoff_grows_and_starts_over_after_a_healthy_run(
     FlakySource.runs = 0
     config = make_config(tmp_path, sources={"flaky": {"crashes": "5"}})
     app = App(config, sampler=FakeSampler())
-    async with Daemon(config, app, serve=False) as daemon:
+    async with Daemon(config, app) as daemon:
         monkeypatch.setattr(asyncio, "sleep", recording_sleep)
         await _until(lambda: FlakySource.runs >= 6)
         monkeypatch.setattr(asyncio, "sleep", real_sleep)
@@ -219,7 +219,7 @@ async def test_a_crashing_discord_source_is_restarted_and_the_others_keep_runnin
     monkeypatch.setattr(discord.Client, "connect", stay_connected)
     config = make_config(tmp_path, sources={"discord": {"token": "x" * 59, "guilds": [1]}})
     app = App(config, sampler=FakeSampler())
-    async with Daemon(config, app, serve=False) as daemon:
+    async with Daemon(config, app) as daemon:
         await asyncio.wait_for(connected.wait(), 10)
         status = daemon.status()["sources"]
         assert status["discord"]["state"] == "running" and status["discord"]["restarts"] == 2

@@ -21,7 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
 
+from ambient import places
 from ambient.openapi import build_openapi
+from ambient.server import routes
 from ambient.sources import SourceEvent
 from tests.fakes import FakeSampler
 from tests.reliability.helpers import ThreadedDaemon, make_config
@@ -54,7 +56,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedDaemon]:
 
 @pytest.fixture(scope="module")
 def api_schema(rig: ThreadedDaemon) -> Any:
-    schema = schemathesis.openapi.from_dict(build_openapi(), config=CONFIG)
+    schema = schemathesis.openapi.from_dict(build_openapi(routes(places.installed())), config=CONFIG)
     ids = _real_ids(rig)
     rng = random.Random(9)
 

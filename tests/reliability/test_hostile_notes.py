@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from ambient.app import App
-from ambient.daemon import Daemon, Subscriber
+from ambient.daemon import Daemon
+from ambient.events import Subscriber
 from tests.fakes import FakeSampler
 from tests.reliability.helpers import make_config
 
@@ -32,7 +33,7 @@ async def watched(tmp_path: Path) -> AsyncIterator[tuple[Daemon, Path, Subscribe
     tables = {"notes": {"folders": [str(notes)], "quiet_ms": 20, "max_bytes": MAX_BYTES, "sidecars": False}}
     config = make_config(tmp_path / "home", sources=tables)
     app = App(config, sampler=FakeSampler())
-    async with Daemon(config, app, serve=False) as daemon:
+    async with Daemon(config, app) as daemon:
         source = daemon.sources.get("notes")
         assert source is not None
         while not source.status()["watching"]:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ambient.bench import load
 from ambient.config import load_config
+from integrations.notes import bench_load as load
 
 pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
 

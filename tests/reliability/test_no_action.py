@@ -15,6 +15,7 @@ import ast
 import asyncio
 import hashlib
 import json
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ async def test_a_note_full_of_orders_only_gets_offers(
         attempts.append(args)
         raise AssertionError("nothing may connect anywhere")
 
-    async with Daemon(config, app, serve=False) as daemon:
+    async with Daemon(config, app) as daemon:
         sub = daemon.subscribe()
         source = daemon.sources.get("notes")
         assert source is not None
@@ -123,25 +124,25 @@ async def test_discord_messages_and_model_orders_post_nothing_nobody_asked_for(t
 SINKS = {"write_text", "write_bytes", "write_atomic", "send", "send_message", "reply", "create_thread"}
 ALLOWED = {
     # files ambient owns (never a note): runtime file, token, memory state, sidecars, CLI outputs
-    ("ambient/daemon.py", "_write_runtime_file", "write_atomic"),
+    ("ambient/server.py", "_write_runtime_file", "write_atomic"),
     ("ambient/memory/index.py", "_save_state", "write_atomic"),
     ("ambient/memory/index.py", "owner_id", "write_atomic"),
     ("ambient/commands/bench.py", "update_section", "write_text"),
     ("ambient/commands/core.py", "cmd_export", "write_atomic"),
     ("ambient/commands/core.py", "make_demo", "write_text"),
     ("ambient/commands/daemon.py", "cmd_export_picks", "write_atomic"),
-    ("integrations/files/sidecar.py", "rewrite", "write_atomic"),
+    ("integrations/notes/sidecar.py", "rewrite", "write_atomic"),
     # the one way model text enters a note: a person's accept
-    ("integrations/files/accept.py", "_write", "write_atomic"),
+    ("integrations/notes/accept.py", "_write", "write_atomic"),
     # Discord: answers and threads of a person's /continue, !continue, buttons
-    ("integrations/discord/bot.py", "_answer", "send_message"),
-    ("integrations/discord/bot.py", "_send", "send"),
-    ("integrations/discord/bot.py", "_thread_on", "create_thread"),
+    ("integrations/discord/flows.py", "_answer", "send_message"),
+    ("integrations/discord/posting.py", "post", "send"),
+    ("integrations/discord/posting.py", "thread_on", "create_thread"),
     ("integrations/discord/replies.py", "tell", "reply"),
     ("integrations/discord/replies.py", "tell", "send"),
     ("integrations/discord/replies.py", "tell", "send_message"),
 }
-NOT_SCANNED = ("ambient/bench/", "integrations/discord/harness.py")  # benchmarks, the offline test double
+NOT_SCANNED = re.compile(r"ambient/bench/|integrations/[a-z_]+/bench")  # benchmarks (they write test notes)
 
 
 def sink_calls() -> set[tuple[str, str, str]]:
@@ -149,7 +150,7 @@ def sink_calls() -> set[tuple[str, str, str]]:
     for folder in ("ambient", "integrations"):
         for path in sorted((REPO / folder).rglob("*.py")):
             rel = path.relative_to(REPO).as_posix()
-            if rel.startswith(NOT_SCANNED):
+            if NOT_SCANNED.match(rel):
                 continue
             for fn in ast.walk(ast.parse(path.read_text())):
                 if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):

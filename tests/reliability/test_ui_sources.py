@@ -12,8 +12,9 @@ import pytest
 from ambient.source_host import SourceHost
 from ambient.sources import Source
 from tests.fakes import FakeSampler
+from tests.places import Installer
 from tests.reliability.helpers import ThreadedDaemon, make_config
-from tests.test_daemon import FlakyOptions, _register
+from tests.test_daemon import FlakyOptions
 from tests.test_web import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.skipif(
@@ -37,8 +38,10 @@ class CrashOnce(Source):
 
 
 @pytest.fixture
-def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ThreadedDaemon]:
-    _register(monkeypatch, "crashy", CrashOnce)
+def rig(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, install_places: Installer
+) -> Iterator[ThreadedDaemon]:
+    install_places({"crashy": "tests.reliability.test_ui_sources:CrashOnce"})
     monkeypatch.setattr(SourceHost, "backoff_initial", 0.01)
     CrashOnce.runs = 0
     with ThreadedDaemon(make_config(tmp_path, sources={"crashy": {}}), FakeSampler()) as rig:
@@ -53,7 +56,7 @@ def test_the_ui_shows_crashed_sources(rig: ThreadedDaemon) -> None:
         page = browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{rig.base}/?token={rig.daemon.token}")
+        page.goto(f"{rig.base}/?token={rig.server.token}")
         badge = page.locator("#sources")
         expect(badge).to_have_text("crashy: running, restarted 1×")  # from the hello status
         assert "OSError: the microphone went away" in (badge.get_attribute("title") or "")

@@ -19,9 +19,10 @@ from ambient.config import Config, load_config
 from ambient.store import TreeStore
 from ambient.tree import Node
 from integrations.discord.bot import AmbientBot
-from integrations.discord.harness import LocalHub, OfflineDiscord, Sent, intents
 from integrations.discord.options import DiscordOptions
 from tests.fakes import FakeSampler
+from tests.hub import TestHub
+from tests.integrations.discord.harness import OfflineDiscord, Sent, intents
 
 
 def make_config(home: Path, **changes: Any) -> Config:
@@ -33,7 +34,7 @@ def make_config(home: Path, **changes: Any) -> Config:
 @dataclasses.dataclass
 class World:
     app: App
-    hub: LocalHub
+    hub: TestHub
     bot: AmbientBot
     discord: OfflineDiscord
 
@@ -66,7 +67,7 @@ class World:
 
 
 async def make_world(app: App) -> World:
-    hub = LocalHub(app)
+    hub = TestHub(app)
     bot = AmbientBot(hub, DiscordOptions(guilds=(0,)), intents=intents())
     offline = OfflineDiscord(bot)
     await offline.start()

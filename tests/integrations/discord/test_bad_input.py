@@ -119,7 +119,7 @@ async def test_a_lost_connection_never_loses_a_pick(world: World) -> None:
     assert "Picked and saved" in (failed.replies[-1].content or "")
     assert world.node(first).status == Status.PICKED  # stored before anything was posted
     await world.discord.drop_gateway()
-    await world.bot.wait_idle()
+    await world.bot.hub.idle()
     assert world.bot.disconnects == 1
     assert world.node(first).status == Status.PICKED
     again = await world.discord.click(first, "pick", "Bob")  # after the reconnect: posted now

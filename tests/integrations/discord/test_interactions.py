@@ -12,8 +12,8 @@ from discord.ui.view import ViewStore
 
 from ambient.tree import Action, Status
 from integrations.discord.branches import ChannelTrees
-from integrations.discord.harness import StandInInteraction
 from tests.integrations.discord.conftest import World
+from tests.integrations.discord.harness import StandInInteraction
 
 
 async def conversation(world: World) -> list[discord.Message]:
@@ -42,7 +42,7 @@ async def test_slash_command_defers_then_posts_in_a_thread(world: World) -> None
     assert thread.id == general.last_message_id or thread.parent_id == general.id
     assert f"2 continuations in {thread.mention}" in ephemeral_texts(interaction)[-1]
     event = world.hub.events[-1]
-    assert (event.n, event.temperature, event.debounce) == (2, 0.5, False)
+    assert (event.overrides.n, event.overrides.temperature, event.debounce) == (2, 0.5, False)
     assert event.text is not None and event.text.endswith("Carol_2_nick: who finds a letter\n")
 
 

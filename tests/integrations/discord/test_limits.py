@@ -5,7 +5,6 @@ from __future__ import annotations
 import discord
 import pytest
 
-from integrations.discord.harness import http_error
 from integrations.discord.limits import (
     CONTINUED,
     TRUNCATED,
@@ -17,6 +16,7 @@ from integrations.discord.limits import (
     split_message,
     truncate,
 )
+from tests.integrations.discord.harness import http_error
 
 
 def _rejoin(parts: list[str]) -> str:

@@ -14,10 +14,10 @@ from ambient.daemon import Daemon
 from ambient.errors import AmbientError
 from ambient.tree import Status
 from integrations.discord.bot import AmbientBot
-from integrations.discord.harness import OfflineDiscord, intents
 from integrations.discord.options import DiscordOptions
 from tests.fakes import FakeSampler
 from tests.integrations.discord.conftest import World, make_config, make_world
+from tests.integrations.discord.harness import OfflineDiscord, intents
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ async def test_tiny_model_thread_continuations_and_pick(tiny_world: World) -> No
 async def test_through_the_daemon(tmp_path: Path) -> None:
     config = make_config(tmp_path, server__port=0, server__debounce_ms=0)
     app = App(config, sampler=FakeSampler())
-    async with Daemon(config, app, serve=False) as daemon:
+    async with Daemon(config, app) as daemon:
         subscriber = daemon.subscribe()
         bot = AmbientBot(daemon, DiscordOptions(guilds=(0,)), intents=intents())
         offline = OfflineDiscord(bot)
@@ -91,7 +91,7 @@ async def _two_people_at_once(world: World) -> None:
     interactions = [world.discord.start_dispatch(p) for p in payloads]
     await asyncio.sleep(0)
     await asyncio.gather(*(asyncio.all_tasks() - tasks_before - {asyncio.current_task()}))
-    await world.bot.wait_idle()
+    await world.bot.hub.idle()
     assert all("3 continuations" in (i.replies[-1].content or "") for i in interactions)
     assert len(world.offers()) == before + 6
 
@@ -112,7 +112,7 @@ async def test_everything_said_and_offered_is_remembered_by_meaning(tmp_path: Pa
         await world.discord.say("The lighthouse keeper found a letter in a bottle.", general, "Alice")
         await world.discord.say("We should bake bread for the harvest festival.", general, "Bob")
         await world.discord.say("!continue 2", general, "Carol")
-        await world.bot.wait_idle()  # the bot asked for indexing after storing: nothing else did
+        await world.bot.hub.idle()  # the bot asked for indexing after storing: nothing else did
         found = memory.search("a message washed ashore in a glass bottle", k=3)
         assert found and "lighthouse" in found[0].text
         offered = {world.node(s).id for s in world.offers()}

@@ -10,16 +10,16 @@ from typing import Any
 import discord
 import pytest
 
-import integrations.discord as package
+from ambient import places
 from ambient.app import App
 from ambient.config import load_config
 from ambient.errors import AmbientError, ConfigError
-from ambient.source_host import SourceHost, load_source_class
+from ambient.source_host import SourceHost
 from integrations.discord.bot import AmbientBot
-from integrations.discord.harness import LocalHub
 from integrations.discord.options import DiscordOptions
 from integrations.discord.source import NO_TOKEN, DiscordSource
 from tests.fakes import FakeSampler
+from tests.hub import TestHub
 
 USER = {"id": "42", "username": "ambient", "discriminator": "0", "avatar": None, "bot": True}
 APP_INFO = {
@@ -36,16 +36,15 @@ APP_INFO = {
 
 
 @pytest.fixture
-def hub(tmp_path: Path) -> Iterator[LocalHub]:
+def hub(tmp_path: Path) -> Iterator[TestHub]:
     config = load_config(env={"AMBIENT_HOME": str(tmp_path)}).replace(memory__enabled=False)
     app = App(config, sampler=FakeSampler())
-    yield LocalHub(app)
+    yield TestHub(app)
     app.close()
 
 
 def test_the_package_exposes_the_source() -> None:
-    assert package.SOURCE is DiscordSource
-    assert load_source_class("discord") is DiscordSource
+    assert places.load("discord") is DiscordSource  # through its entry point
     assert DiscordSource.options_class is DiscordOptions
 
 
@@ -55,20 +54,20 @@ def test_without_a_token_it_does_not_start() -> None:
     assert DiscordSource.enabled(DiscordOptions(token="t", guilds=(1,))) == (True, "")
 
 
-async def test_the_daemon_reports_it_in_one_line(hub: LocalHub) -> None:
-    host = SourceHost(hub, {"discord": {"guilds": [1]}})
+async def test_the_daemon_reports_it_in_one_line(hub: TestHub) -> None:
+    host = SourceHost(hub, hub.app.config.replace(sources={"discord": {"guilds": [1]}}))
     await host._start_one("discord")
     assert host.problems["discord"] == f"off: {NO_TOKEN}"
     assert "discord" not in host.running
 
 
-async def test_setup_checks_the_options(hub: LocalHub) -> None:
+async def test_setup_checks_the_options(hub: TestHub) -> None:
     with pytest.raises(ConfigError, match="guilds is empty"):
         await DiscordSource(hub, DiscordOptions(token="t")).setup()
     await DiscordSource(hub, DiscordOptions(token="t", guilds=(1,))).setup()
 
 
-async def test_a_rejected_token_says_what_to_do(hub: LocalHub, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_rejected_token_says_what_to_do(hub: TestHub, monkeypatch: pytest.MonkeyPatch) -> None:
     async def static_login(self: Any, token: str) -> Any:
         raise discord.LoginFailure("Improper token has been passed.")
 
@@ -82,7 +81,7 @@ async def test_a_rejected_token_says_what_to_do(hub: LocalHub, monkeypatch: pyte
 
 
 async def test_run_connects_registers_commands_and_unload_closes(
-    hub: LocalHub, monkeypatch: pytest.MonkeyPatch
+    hub: TestHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     synced: list[int] = []
 
@@ -121,7 +120,7 @@ async def test_run_connects_registers_commands_and_unload_closes(
     assert source.status()["connected"] is False
 
 
-async def test_unload_before_run_is_fine(hub: LocalHub) -> None:
+async def test_unload_before_run_is_fine(hub: TestHub) -> None:
     source = DiscordSource(hub, DiscordOptions(token="t", guilds=(1,)))
     await source.setup()
     await source.unload()

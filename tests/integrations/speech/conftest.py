@@ -6,10 +6,8 @@ cheap to share because nothing writes to them.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,60 +15,23 @@ import pytest
 
 from ambient.app import App
 from ambient.config import load_config
-from ambient.offers import make_offer, options_from
-from ambient.sources import SourceEvent
-from ambient.tree import Offer
+from ambient.offers import Overrides
 from integrations.speech.audio import decode_file
 from integrations.speech.options import SpeechOptions
 from integrations.speech.streaming import StreamingPolicy
 from integrations.speech.transcriber import Segment, Transcriber
 from tests.fakes import FakeSampler
+from tests.hub import TestHub
 from tests.integrations.speech.helpers import SENTENCES, sox, speak
 
 T = TypeVar("T")
 
 
-class MiniHub:
-    """The Hub protocol kept simply: submit() samples at once with the fake sampler."""
-
-    def __init__(self, app: App) -> None:
-        self.app = app
-        self.published: list[tuple[str, dict[str, Any]]] = []
-        self.events: list[SourceEvent] = []
-        self.offers: list[Offer] = []
-        self.offered = asyncio.Event()
-
-    async def submit(self, event: SourceEvent) -> None:
-        self.events.append(event)
-        self.offers.append(await self.offer_now(event))
-        self.offered.set()
-
-    async def offer_now(self, event: SourceEvent) -> Offer:
-        options = options_from(self.app.config.sampling, n=event.n or 2, max_tokens=4)
-        outcome = await self.run_blocking(
-            lambda: make_offer(self.app, event.parent_id, options, source={"kind": event.source})
-        )
-        return outcome.offer
-
-    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.to_thread(fn, *args)
-
-    def publish(self, kind: str, data: dict[str, Any]) -> None:
-        assert threading.current_thread() is threading.main_thread(), "publish off the event loop"
-        self.published.append((kind, data))
-
-    def on_offer(self, callback: Any) -> None:
-        pass
-
-    def of_kind(self, kind: str) -> list[dict[str, Any]]:
-        return [data for k, data in self.published if k == kind]
-
-
 @pytest.fixture
-async def hub(tmp_path: Path) -> AsyncIterator[MiniHub]:
+async def hub(tmp_path: Path) -> AsyncIterator[TestHub]:
     config = load_config(env={"AMBIENT_HOME": str(tmp_path / "home")}).replace(memory__enabled=False)
     app = App(config, sampler=FakeSampler())
-    yield MiniHub(app)
+    yield TestHub(app, defaults=Overrides(n=2, max_tokens=4))
     app.close()
 
 

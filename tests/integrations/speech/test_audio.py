@@ -12,10 +12,10 @@ import av
 import numpy as np
 import pytest
 
-from ambient.bench.speech import wer
 from ambient.errors import InvalidInput
 from integrations.speech import audio
 from integrations.speech.audio import MicrophoneUnavailable, decode_file
+from integrations.speech.bench import wer
 from integrations.speech.options import SAMPLE_RATE
 from integrations.speech.transcriber import Transcriber
 from tests.integrations.speech.helpers import TEXT, sox

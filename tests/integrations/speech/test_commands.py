@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,13 +10,9 @@ from typing import Any
 import pytest
 
 from ambient import cli
-from ambient.app import App
-from ambient.bench import speech as bench
-from ambient.bench.speech import wer
-from ambient.commands import speech as commands
-from ambient.config import load_config
-from ambient.errors import InvalidInput, ModelUnavailable
+from integrations.speech import bench
 from integrations.speech.audio import Samples, decode_file
+from integrations.speech.bench import wer
 from integrations.speech.options import SAMPLE_RATE, SpeechOptions
 from integrations.speech.streaming import StreamingPolicy
 from integrations.speech.transcriber import Word
@@ -26,24 +20,12 @@ from tests.integrations.speech.helpers import TEXT
 
 
 @pytest.fixture
-def run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Any:
-    """Run ``ambient ARGS`` through the CLI when it has the command, else through its own parser."""
+def run(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Run ``ambient ARGS`` through the CLI (the speech place adds ``transcribe``)."""
+    monkeypatch.setenv("AMBIENT_HOME", str(tmp_path))
 
     def go(*argv: str) -> tuple[int, str, str]:
-        if "ambient.commands.speech" in cli.COMMAND_MODULES:
-            code = cli.main(list(argv))
-        else:
-            parser = argparse.ArgumentParser()
-            commands.register(parser.add_subparsers())
-            args = parser.parse_args(list(argv))
-            app = App(load_config(env={"AMBIENT_HOME": str(tmp_path)}))
-            try:
-                code = args.func(args, app)
-            except (InvalidInput, ModelUnavailable) as exc:
-                print(f"ambient: {exc}", file=sys.stderr)
-                code = 2
-            finally:
-                app.close()
+        code = cli.main(list(argv))
         out = capsys.readouterr()
         return code, out.out, out.err
 

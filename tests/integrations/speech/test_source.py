@@ -14,15 +14,17 @@ import aiohttp
 import numpy as np
 import pytest
 
+from ambient import places
 from ambient.app import App
-from ambient.bench.speech import wer
 from ambient.config import load_config, parse_section
 from ambient.errors import ConfigError, InvalidInput, ModelUnavailable
 from ambient.tree import Status
-from integrations.speech import SOURCE, SpeechOptions, SpeechSource
 from integrations.speech.audio import MicrophoneUnavailable, decode_file
+from integrations.speech.bench import wer
+from integrations.speech.options import SpeechOptions
+from integrations.speech.source import SpeechSource
 from tests.fakes import FakeSampler
-from tests.integrations.speech.conftest import MiniHub
+from tests.hub import TestHub
 from tests.integrations.speech.helpers import SENTENCES, TEXT, sox
 from tests.integrations.speech.test_audio import fake_sounddevice
 
@@ -35,7 +37,7 @@ async def until(condition: Callable[[], bool], timeout: float = 240.0) -> None:
     await asyncio.wait_for(wait(), timeout)
 
 
-def spoken(hub: MiniHub, session: str) -> tuple[str, list[Any]]:
+def spoken(hub: TestHub, session: str) -> tuple[str, list[Any]]:
     store = hub.app.store
     tree = store.find_tree(f"speech:{session}")
     assert tree is not None, f"no tree for session {session}"
@@ -43,14 +45,14 @@ def spoken(hub: MiniHub, session: str) -> tuple[str, list[Any]]:
     return "".join(n.text for n in nodes), nodes
 
 
-async def started(hub: MiniHub, **options: Any) -> SpeechSource:
+async def started(hub: TestHub, **options: Any) -> SpeechSource:
     source = SpeechSource(hub, SpeechOptions(**options))
     await source.setup()
     return source
 
 
 def test_the_integration_exposes_its_source() -> None:
-    assert SOURCE is SpeechSource and SpeechSource.options_class is SpeechOptions
+    assert places.load("speech") is SpeechSource and SpeechSource.options_class is SpeechOptions
     assert SpeechSource.enabled(SpeechOptions(enabled=False))[0] is False
 
 
@@ -66,7 +68,7 @@ def test_options_are_typed_and_checked() -> None:
         SpeechOptions(device="tpu").validate()
 
 
-async def test_a_model_that_is_not_a_folder(hub: MiniHub, tmp_path: Path) -> None:
+async def test_a_model_that_is_not_a_folder(hub: TestHub, tmp_path: Path) -> None:
     with pytest.raises(ModelUnavailable, match="not a folder.*would need a download"):
         await started(hub, model="tiny.en")
     (tmp_path / "model.bin").write_bytes(b"x")
@@ -74,12 +76,12 @@ async def test_a_model_that_is_not_a_folder(hub: MiniHub, tmp_path: Path) -> Non
         await started(hub, model=str(tmp_path))
 
 
-async def test_a_missing_input_file(hub: MiniHub, tmp_path: Path) -> None:
+async def test_a_missing_input_file(hub: TestHub, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="is not a file"):
         await started(hub, input=str(tmp_path / "missing.wav"))
 
 
-async def test_mic_input_without_sounddevice(hub: MiniHub, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_mic_input_without_sounddevice(hub: TestHub, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "sounddevice", None)
     with pytest.raises(MicrophoneUnavailable, match="sounddevice"):
         await started(hub, input="mic")
@@ -107,7 +109,7 @@ def pcm_48k(speech_22k: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes
         return file.readframes(file.getnframes())
 
 
-async def test_browser_pcm_becomes_a_tree_and_pauses_become_offers(hub: MiniHub, pcm_48k: bytes) -> None:
+async def test_browser_pcm_becomes_a_tree_and_pauses_become_offers(hub: TestHub, pcm_48k: bytes) -> None:
     source = await started(hub)
     frame = 48000 * 2 // 50  # 20 ms of 16-bit samples, as a browser sends them
     for i in range(0, len(pcm_48k), frame):
@@ -131,7 +133,7 @@ async def test_browser_pcm_becomes_a_tree_and_pauses_become_offers(hub: MiniHub,
     await source.unload()
 
 
-async def test_bad_frames_are_refused_and_the_session_goes_on(hub: MiniHub) -> None:
+async def test_bad_frames_are_refused_and_the_session_goes_on(hub: TestHub) -> None:
     source = await started(hub)
     with pytest.raises(InvalidInput, match="even number of bytes"):
         await source.feed_pcm16("s1", b"\x00\x01\x02", 16000)
@@ -147,7 +149,7 @@ async def test_bad_frames_are_refused_and_the_session_goes_on(hub: MiniHub) -> N
 
 
 # ---------------------------------------------------------------- a file
-async def test_a_file_input_is_transcribed_once(hub: MiniHub, speech_44k_stereo: Path) -> None:
+async def test_a_file_input_is_transcribed_once(hub: TestHub, speech_44k_stereo: Path) -> None:
     options = {"input": str(speech_44k_stereo), "realtime": False, "session": "talk"}
     source = await started(hub, **options)
     task = asyncio.create_task(source.run())
@@ -170,7 +172,7 @@ async def test_a_file_input_is_transcribed_once(hub: MiniHub, speech_44k_stereo:
     await again.unload()
 
 
-async def test_a_truncated_file_keeps_what_was_said(hub: MiniHub, speech_16k: Path, tmp_path: Path) -> None:
+async def test_a_truncated_file_keeps_what_was_said(hub: TestHub, speech_16k: Path, tmp_path: Path) -> None:
     data = speech_16k.read_bytes()
     cut = tmp_path / "cut.wav"
     cut.write_bytes(data[: int(len(data) * 0.4)])  # the first sentence and a bit
@@ -187,7 +189,7 @@ async def test_a_truncated_file_keeps_what_was_said(hub: MiniHub, speech_16k: Pa
 
 
 async def test_an_unreadable_file_is_reported_and_the_source_keeps_running(
-    hub: MiniHub, tmp_path: Path
+    hub: TestHub, tmp_path: Path
 ) -> None:
     bad = tmp_path / "notes.mp3"
     bad.write_text("not audio at all")
@@ -205,7 +207,7 @@ async def test_an_unreadable_file_is_reported_and_the_source_keeps_running(
 
 # ---------------------------------------------------------------- a microphone that goes away
 async def test_a_microphone_that_disappears_keeps_the_transcript(
-    hub: MiniHub, speech_16k: Path, monkeypatch: pytest.MonkeyPatch
+    hub: TestHub, speech_16k: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     samples = decode_file(speech_16k).samples
     blocks = [samples[i : i + 1600] for i in range(0, len(samples), 1600)]
@@ -239,7 +241,7 @@ async def test_a_microphone_that_disappears_keeps_the_transcript(
 
 # ---------------------------------------------------------------- the real daemon and its API
 async def test_a_pause_makes_an_offer_through_the_daemon_api(tmp_path: Path, speech_16k: Path) -> None:
-    from ambient.daemon import Daemon
+    from ambient.server import serve
 
     config = load_config(env={"AMBIENT_HOME": str(tmp_path / "home")}).replace(
         memory__enabled=False,
@@ -249,7 +251,8 @@ async def test_a_pause_makes_an_offer_through_the_daemon_api(tmp_path: Path, spe
         sources={"speech": {"input": str(speech_16k), "realtime": False, "session": "api"}},
     )
     app = App(config, sampler=FakeSampler())
-    async with Daemon(config, app) as daemon, aiohttp.ClientSession() as http:
+    async with serve(config, app) as server, aiohttp.ClientSession() as http:
+        daemon = server.daemon
         sub = daemon.subscribe()
         seen: list[dict[str, Any]] = []
 
@@ -260,8 +263,8 @@ async def test_a_pause_makes_an_offer_through_the_daemon_api(tmp_path: Path, spe
                 seen.append(json.loads(message))
 
         await asyncio.wait_for(offers_done(), 240)
-        headers = {"Authorization": f"Bearer {daemon.token}"}
-        base = f"http://127.0.0.1:{daemon.port}"
+        headers = {"Authorization": f"Bearer {server.token}"}
+        base = f"http://127.0.0.1:{server.port}"
         async with http.get(f"{base}/api/trees", headers=headers) as response:
             trees = (await response.json())["trees"]
         tree = next(t for t in trees if t["source"] == "speech:api")

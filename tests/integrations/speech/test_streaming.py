@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ambient.bench.speech import wer
 from integrations.speech.audio import Samples, decode_file
+from integrations.speech.bench import wer
 from integrations.speech.options import SAMPLE_RATE, SpeechOptions
 from integrations.speech.streaming import (
     StreamingPolicy,

@@ -1,9 +1,9 @@
 """The notes source: a folder of notes, watched; offers beside each note as it is saved.
 
-On each save (one per save, after a quiet window: :mod:`integrations.files.watcher`)
-the note is read safely (:mod:`integrations.files.notes`), recorded as the
+On each save (one per save, after a quiet window: :mod:`integrations.notes.watcher`)
+the note is read safely (:mod:`integrations.notes.notes`), recorded as the
 newest version in its tree, and the place where the person was writing becomes
-a point node (:mod:`integrations.files.history`). An event for that point goes
+a point node (:mod:`integrations.notes.history`). An event for that point goes
 to the hub, which builds the context (the note up to the point, plus
 retrieval) and samples N continuations; a newer save of the same note cancels
 the older sampling (events are keyed by the note's path). The watcher already
@@ -11,8 +11,8 @@ waited for the note to be quiet, so the event asks the hub not to debounce it
 again.
 
 When an offer for a note finishes, its sidecar is rewritten
-(:mod:`integrations.files.sidecar`). The source never writes a note: only
-:meth:`NotesSource.accept` does, when a person asks (:mod:`integrations.files.accept`).
+(:mod:`integrations.notes.sidecar`). The source never writes a note: only
+:meth:`NotesSource.accept` does, when a person asks (:mod:`integrations.notes.accept`).
 A save that is ambient's own accept is recognised and offers nothing.
 """
 
@@ -23,18 +23,21 @@ import dataclasses
 import functools
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ambient.errors import AmbientError
+from ambient.offers import Overrides
 from ambient.sources import Hub, Source, SourceEvent
 from ambient.tree import Offer
-from integrations.files import sidecar
-from integrations.files.accept import Accepted, accept_node
-from integrations.files.history import NoteHistory, Recorded, is_note_tree, note_lock
-from integrations.files.notes import NoteText, NoteUnreadable, read_note
-from integrations.files.options import NotesOptions
-from integrations.files.watcher import NoteFilter, NoteWatcher
+from ambient.validation import Route
+from integrations.notes import sidecar
+from integrations.notes.accept import Accepted, accept_node
+from integrations.notes.history import NoteHistory, Recorded, is_note_tree, note_lock
+from integrations.notes.notes import NoteText, NoteUnreadable, read_note
+from integrations.notes.options import NotesOptions
+from integrations.notes.watcher import NoteFilter, NoteWatcher
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -53,7 +56,28 @@ class _Counts:
 class NotesSource(Source):
     name: ClassVar[str] = "notes"
     options_class: ClassVar[type[Any]] = NotesOptions
+    aliases: ClassVar[tuple[str, ...]] = ("files",)  # the table's name before 0.2
     options: NotesOptions
+
+    @classmethod
+    def routes(cls) -> Sequence[Route]:
+        from integrations.notes.routes import ROUTES
+
+        return ROUTES
+
+    @classmethod
+    def add_commands(cls, sub: Any) -> None:
+        from integrations.notes.commands import register
+
+        register(sub)
+
+    @classmethod
+    def benchmarks(cls) -> Mapping[str, str]:
+        return {
+            "notes": "integrations.notes.bench",
+            "load": "integrations.notes.bench_load",
+            "soak": "integrations.notes.bench_soak",
+        }
 
     def __init__(self, hub: Hub, options: NotesOptions) -> None:
         super().__init__(hub, options)
@@ -137,7 +161,8 @@ class NotesSource(Source):
             return
         self.hub.publish("note_changed", _change_data(path, recorded))
         if recorded.point_node is not None:
-            await self.hub.submit(self._event(path, recorded))
+            event = await self.hub.run_blocking(self._event, path, recorded)  # reads the store
+            await self.hub.submit(event)
             self.counts.offers += 1
 
     def prepare(self, path: str) -> Recorded | None:
@@ -179,6 +204,7 @@ class NotesSource(Source):
         return str(sidecar.sidecar_path(Path(self.hub.app.config.home), folder, Path(path)))
 
     def _event(self, path: str, recorded: Recorded) -> SourceEvent:
+        """Blocking: the event for a recorded version (the text up to its point, from the store)."""
         assert recorded.point_node is not None
         text = "".join(n.text for n in self.hub.app.store.ancestry(recorded.point_node.id))
         return SourceEvent(
@@ -187,9 +213,9 @@ class NotesSource(Source):
             parent_id=recorded.point_node.id,
             text=text,
             meta={"path": path, "point": recorded.point, "version": recorded.version},
-            n=self.options.n,
-            temperature=self.options.temperature,
-            max_tokens=self.options.max_tokens,
+            overrides=Overrides(
+                n=self.options.n, temperature=self.options.temperature, max_tokens=self.options.max_tokens
+            ),
             debounce=False,  # the watcher already waited for the note to be quiet
         )
 

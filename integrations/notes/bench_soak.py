@@ -17,13 +17,17 @@ from typing import Any
 
 import aiohttp
 
-from ambient.bench.load import _Clients, _read, bench_config, open_fds, rss_kib
 from ambient.config import Config
+from ambient.server import serve
+from integrations.notes.bench_load import _Clients, _read, bench_config, open_fds, rss_kib
 
 SAVES_PER_S = 4.0
 NOTES = 10
 CLIENTS = 5
 SAMPLE_S = 5.0
+
+
+LONG = True  # `ambient bench soak` only: not part of `ambient bench all`
 
 
 def run(config: Config, quick: bool = False, minutes: float = 30.0) -> dict[str, Any]:
@@ -39,13 +43,13 @@ def run(config: Config, quick: bool = False, minutes: float = 30.0) -> dict[str,
 
 
 async def _soak(cfg: Config, folder: Path, seconds: float) -> dict[str, Any]:
-    from ambient.bench.notes import _wait_watching
-    from ambient.daemon import Daemon
+    from integrations.notes.bench import _wait_watching
 
     samples: list[tuple[float, int, int]] = []
-    async with Daemon(cfg) as daemon, aiohttp.ClientSession() as session:
+    async with serve(cfg) as server, aiohttp.ClientSession() as session:
+        daemon = server.daemon
         await _wait_watching(daemon)
-        url = f"http://127.0.0.1:{daemon.port}/api/events?token={daemon.token}"
+        url = f"http://127.0.0.1:{server.port}/api/events?token={server.token}"
         seen = _Clients()
         sockets = [await session.ws_connect(url) for _ in range(CLIENTS)]
         readers = [asyncio.ensure_future(_read(ws, seen)) for ws in sockets]

@@ -8,7 +8,7 @@ import pytest
 
 from ambient.store import TreeStore
 from ambient.tree import MODEL, Author, NewBranch, Node
-from integrations.files.history import WINDOW, NoteHistory, Recorded, tree_source
+from integrations.notes.history import WINDOW, NoteHistory, Recorded, tree_source
 
 PATH = "/notes/a.md"
 

@@ -19,19 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import time
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import discord
 import discord.ext.test as dpytest
 from discord.ext.test import backend, factories
 
-from ambient.app import App
-from ambient.offers import make_offer, options_from
-from ambient.sources import SourceEvent
-from ambient.tree import Offer
 from integrations.discord.bot import COMMAND, CONTEXT_MENU, AmbientBot, default_intents
 
 T = TypeVar("T")
@@ -56,52 +50,6 @@ def intents() -> discord.Intents:
     wanted = default_intents()
     wanted.members = True
     return wanted
-
-
-class LocalHub:
-    """A small Hub over a real App: samples in a worker thread, keeps what it was asked."""
-
-    def __init__(self, app: App) -> None:
-        self.app = app
-        self.events: list[SourceEvent] = []
-        self.published: list[tuple[str, dict[str, Any]]] = []
-        self._callbacks: list[Callable[[Offer], Any]] = []
-        self._model = asyncio.Lock()  # one sampling at a time, like the daemon
-
-    async def submit(self, event: SourceEvent) -> None:
-        await self.offer_now(event)
-
-    async def offer_now(self, event: SourceEvent) -> Offer:
-        self.events.append(event)
-        options = options_from(
-            self.app.config.sampling, n=event.n, temperature=event.temperature, max_tokens=event.max_tokens
-        )
-        work = functools.partial(
-            make_offer,
-            self.app,
-            event.parent_id,
-            options,
-            source={"kind": event.source, "key": event.key, **event.meta},
-            source_text=event.text,
-            use_memory=self.app.config.memory.enabled,
-        )
-        async with self._model:
-            outcome = await self.run_blocking(work)
-        self.publish("offer_done", {"offer": outcome.offer.as_dict()})
-        for callback in self._callbacks:
-            result = callback(outcome.offer)
-            if asyncio.iscoroutine(result):
-                await result
-        return outcome.offer
-
-    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.to_thread(fn, *args)
-
-    def publish(self, kind: str, data: dict[str, Any]) -> None:
-        self.published.append((kind, data))
-
-    def on_offer(self, callback: Callable[[Offer], Any]) -> None:
-        self._callbacks.append(callback)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +156,11 @@ class StandInInteraction(discord.Interaction):  # type: ignore[misc]
 class OfflineDiscord:
     """One fake server, its channels and members, around an :class:`AmbientBot`."""
 
+    async def hub_idle(self) -> None:
+        """Wait for the hub's background work (indexing): a TestHub and the daemon both have ``idle()``."""
+        hub: Any = self.bot.hub
+        await hub.idle()
+
     def __init__(self, bot: AmbientBot) -> None:
         self.bot = bot
         self.sent: list[Sent] = []
@@ -233,7 +186,7 @@ class OfflineDiscord:
 
     async def stop(self) -> None:
         """Finish background work, empty dpytest's queues and close the bot."""
-        await self.bot.wait_idle()
+        await self.hub_idle()
         await dpytest.empty_queue()
         self.bot.ws = None  # dpytest's fake gateway has no socket to close
         await self.bot.close()
@@ -270,7 +223,7 @@ class OfflineDiscord:
         message = await dpytest.message(
             content, channel=channel, member=self.member(member), attachments=attachments
         )
-        await self.bot.wait_idle()
+        await self.hub_idle()
         return message
 
     async def reply(self, content: str, to: Any, member: str = "Alice") -> Any:
@@ -287,14 +240,14 @@ class OfflineDiscord:
         self.state.parse_message_create(data)
         backend._cur_config.messages.setdefault(channel.id, []).append(data)
         await dpytest.run_all_events()
-        await self.bot.wait_idle()
+        await self.hub_idle()
         return self.state._get_message(data["id"])
 
     async def delete(self, message: Any) -> None:
         """A person deletes ``message``; returns when the bot has handled the event."""
         await message.delete()
         await dpytest.run_all_events()
-        await self.bot.wait_idle()
+        await self.hub_idle()
 
     async def edit(self, message: Any, content: str) -> None:
         """A person edits ``message``: Discord's MESSAGE_UPDATE goes through discord.py's own parser."""
@@ -305,13 +258,13 @@ class OfflineDiscord:
             data["guild_id"] = str(message.guild.id)
         self.bot._connection.parse_message_update(data)
         await dpytest.run_all_events()
-        await self.bot.wait_idle()
+        await self.hub_idle()
 
     async def say_embed(self, channel: Any, member: str, title: str) -> Any:
         """A message with an embed and no text (as an app or a link preview posts)."""
         message = backend.make_message("", self.member(member), channel, embeds=[discord.Embed(title=title)])
         await dpytest.run_all_events()
-        await self.bot.wait_idle()
+        await self.hub_idle()
         return message
 
     def sent_in(self, channel: Any) -> list[Sent]:
@@ -400,7 +353,7 @@ class OfflineDiscord:
         await asyncio.sleep(0)
         started = asyncio.all_tasks() - before - {asyncio.current_task()}
         await asyncio.gather(*started)
-        await self.bot.wait_idle()
+        await self.hub_idle()
         await dpytest.run_all_events()
         return interaction
 

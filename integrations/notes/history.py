@@ -10,7 +10,7 @@ branch of the tree (a new branch where the person rewrote something), and
 every past version is made of nodes the memory index can find by meaning.
 
 When a version is recorded, the person's change is the region that differs
-from the last version seen (:func:`~integrations.files.notes.find_change`); its
+from the last version seen (:func:`~integrations.notes.notes.find_change`); its
 end is the *point* where they were writing. The new version is stored as
 
 * the deepest existing segment path that spells a prefix of it, up to the
@@ -25,7 +25,7 @@ point, and offers hang under the point node as siblings of the tail: the
 model's N continuations beside what the person actually has after it. Each
 point node's meta records the note's path, the point (a character offset), and
 the :data:`WINDOW` characters before and after it; accepting an offer checks
-the note still has those around the point (see :mod:`integrations.files.accept`).
+the note still has those around the point (see :mod:`integrations.notes.accept`).
 
 The tree's meta holds ``last`` (the node ending the last version seen, its
 number, hash and length), ``point`` (the latest point node), ``path`` and
@@ -44,7 +44,7 @@ from typing import Any
 
 from ambient.store import TreeStore
 from ambient.tree import HUMAN, Author, Node, Offer, Status, Tree
-from integrations.files.notes import find_change, text_sha
+from integrations.notes.notes import find_change, text_sha
 
 SOURCE_PREFIX = "note:"
 WINDOW = 200  # characters kept before and after a point, to recognise it on accept

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ambient.bench import notes as bench
 from ambient.config import load_config
+from integrations.notes import bench
 
 pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
 

@@ -54,10 +54,8 @@ def run(config: Config, quick: bool = False) -> dict[str, Any]:
 
 
 def bench_config(config: Config, model: Path, home: Path, folder: Path) -> Config:
-    from ambient.bench.notes import source_table
-
     table = {"folders": [str(folder)], "quiet_ms": 50, "sidecars": False}
-    base = dataclasses.replace(config, home=home, sources={source_table(): table}, file=None)
+    base = dataclasses.replace(config, home=home, sources={"notes": table}, file=None)
     return base.replace(
         model__backend="local",
         model__path=str(model),
@@ -88,13 +86,14 @@ def measure(
 async def _measure(
     cfg: Config, folder: Path, clients: int, saves: int, seconds: float, notes: int
 ) -> dict[str, Any]:
-    from ambient.bench.notes import _wait_watching
-    from ambient.daemon import Daemon
+    from ambient.server import serve
+    from integrations.notes.bench import _wait_watching
 
-    async with Daemon(cfg) as daemon, aiohttp.ClientSession() as session:
+    async with serve(cfg) as server, aiohttp.ClientSession() as session:
+        daemon = server.daemon
         await _wait_watching(daemon)
         seen = _Clients()
-        url = f"http://127.0.0.1:{daemon.port}/api/events?token={daemon.token}"
+        url = f"http://127.0.0.1:{server.port}/api/events?token={server.token}"
         sockets = [await session.ws_connect(url) for _ in range(clients)]
         readers = [asyncio.ensure_future(_read(ws, seen)) for ws in sockets]
         rss_start, fds_start = rss_kib(), open_fds()
@@ -182,7 +181,7 @@ async def _wait_latest(daemon: Any, finals: dict[str, str], timeout: float) -> i
 
 
 def _latest_offered(store: Any, finals: dict[str, str]) -> int:
-    from integrations.files.history import NoteHistory
+    from integrations.notes.history import NoteHistory
 
     history = NoteHistory(store)
     count = 0

@@ -11,15 +11,13 @@ import pytest
 from ambient import cli
 from ambient.store import TreeStore
 from ambient.tree import MODEL, Author, NewBranch, Node
-from integrations.files.history import NoteHistory
+from integrations.notes.history import NoteHistory
 
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("AMBIENT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("AMBIENT_MEMORY_ENABLED", "false")
-    if "ambient.commands.notes" not in cli.COMMAND_MODULES:
-        monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "ambient.commands.notes"))
     return tmp_path / "home"
 
 

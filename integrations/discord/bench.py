@@ -1,8 +1,9 @@
 """``ambient bench discord``: from a ``/continue`` to the first continuation posted, and to all N.
 
-Offline, through the test harness (:mod:`integrations.discord.harness`): a
-fake Discord server (dpytest) with a short conversation, the real bot, and a
-real daemon (no HTTP server) as its hub, sampling with the default model. Each
+Offline, through the test harness (``tests/integrations/discord/harness.py``, so
+from a checkout with the dev requirements: ``make setup``): a fake Discord server
+(dpytest) with a short conversation, the real bot, and a real daemon (no HTTP
+server) as its hub, sampling with the default model. Each
 run dispatches ``/continue`` through discord.py's own command tree with a
 stand-in interaction and measures, from the moment the interaction arrives:
 
@@ -67,11 +68,23 @@ async def _run(config: Config, runs: int) -> dict[str, Any]:
     config, memory = _memory_setting(config)
     app = App(config)
     try:
-        async with Daemon(config, app, serve=False) as daemon:
+        async with Daemon(config, app) as daemon:
             with _quiet_dpytest():
                 return await _measure(app, daemon, runs, memory)
     finally:
         app.close()
+
+
+def _harness() -> tuple[Any, Any]:
+    """The offline Discord of the tests, or one line saying how to get it."""
+    try:
+        from tests.integrations.discord.harness import OfflineDiscord, intents
+    except ImportError as exc:
+        raise AmbientError(
+            f"ambient bench discord needs the test harness and dpytest ({exc}): run it from a "
+            "checkout of ambient with the dev requirements installed (`make setup`)"
+        ) from None
+    return OfflineDiscord, intents
 
 
 def _memory_setting(config: Config) -> tuple[Config, str]:
@@ -89,8 +102,9 @@ def _memory_setting(config: Config) -> tuple[Config, str]:
 
 async def _measure(app: App, daemon: Any, runs: int, memory: str) -> dict[str, Any]:
     from integrations.discord.bot import AmbientBot
-    from integrations.discord.harness import OfflineDiscord, intents
     from integrations.discord.options import MAX_N, DiscordOptions
+
+    OfflineDiscord, intents = _harness()
 
     n = min(app.config.sampling.n, MAX_N)
     bot = AmbientBot(daemon, DiscordOptions(guilds=(0,)), intents=intents())

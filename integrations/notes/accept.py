@@ -3,10 +3,10 @@
 :func:`accept_node` (used by ``ambient accept NODE`` and the daemon's API):
 
 1. finds the point the offer was made for (the offer's point node, see
-   :mod:`integrations.files.history`) and the text to insert: the offered node,
+   :mod:`integrations.notes.history`) and the text to insert: the offered node,
    or the whole path of continuations from the point down to it;
 2. re-reads the note and checks the point is still there: the note must still
-   have the same :data:`~integrations.files.history.WINDOW` characters before
+   have the same :data:`~integrations.notes.history.WINDOW` characters before
    and after it. If the point moved (text added or removed above it) and that
    context occurs exactly once, the point is relocated; otherwise it refuses
    with :class:`~ambient.errors.Conflict` and changes nothing;
@@ -30,10 +30,10 @@ from ambient.errors import Conflict
 from ambient.fsutil import write_atomic
 from ambient.store import TreeStore
 from ambient.tree import Action, Node
-from integrations.files import sidecar
-from integrations.files.history import WINDOW, NoteHistory, is_note_tree, note_lock, note_path_of
-from integrations.files.notes import NoteText, line_col, read_note, text_sha
-from integrations.files.options import NotesOptions
+from integrations.notes import sidecar
+from integrations.notes.history import WINDOW, NoteHistory, is_note_tree, note_lock, note_path_of
+from integrations.notes.notes import NoteText, line_col, read_note, text_sha
+from integrations.notes.options import NotesOptions
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from integrations.files.options import DEFAULT_IGNORE
-from integrations.files.watcher import NoteFilter, NoteWatcher
-from tests.integrations.files.conftest import wait_for
+from integrations.notes.options import DEFAULT_IGNORE
+from integrations.notes.watcher import NoteFilter, NoteWatcher
+from tests.integrations.notes.conftest import wait_for
 
 # watchdog 7.1 warns (in its inotify thread) when a new folder is watched twice in a race, as when
 # `git init` creates .git/hooks; harmless, but pytest's "error" filter would kill that thread.
@@ -186,7 +186,7 @@ async def test_a_folder_that_disappears_is_one_log_line_and_the_others_stay_watc
     watcher = NoteWatcher([one, two], note_filter, QUIET_S, recorder, asyncio.get_running_loop())
     watcher.start()
     try:
-        with caplog.at_level(logging.WARNING, logger="integrations.files.watcher"):
+        with caplog.at_level(logging.WARNING, logger="integrations.notes.watcher"):
             (one / "a.md").write_text("x")
             await asyncio.to_thread(shutil.rmtree, one)
             await wait_for(lambda: watcher.gone)

@@ -18,28 +18,18 @@ import pytest
 from ambient.app import App
 from ambient.config import load_config
 from ambient.daemon import Daemon
-from ambient.errors import ConfigError
-from ambient.source_host import load_source_class
-from integrations.files.source import NotesSource
-from tests.integrations.files.conftest import wait_for
+from ambient.server import Server, serve
+from integrations.notes.source import NotesSource
+from tests.integrations.notes.conftest import wait_for
 
-pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
-
-
-def source_table_name() -> str:
-    """The config table the daemon loads this integration by ([sources.notes] once aliased to files/)."""
-    try:
-        load_source_class("notes")
-        return "notes"
-    except ConfigError:
-        return "files"
+pytestmark = [pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning"), pytest.mark.strict_loop]
 
 
 class Api:
-    def __init__(self, daemon: Daemon, session: aiohttp.ClientSession) -> None:
-        self.base = f"http://127.0.0.1:{daemon.port}"
+    def __init__(self, server: Server, session: aiohttp.ClientSession) -> None:
+        self.base = f"http://127.0.0.1:{server.port}"
         self.session = session
-        self.headers = {"Authorization": f"Bearer {daemon.token}"}
+        self.headers = {"Authorization": f"Bearer {server.token}"}
 
     async def get(self, path: str) -> Any:
         async with self.session.get(self.base + path, headers=self.headers) as response:
@@ -60,16 +50,16 @@ async def running(tmp_path: Path, model_path: Path) -> AsyncIterator[tuple[Daemo
         server__port=0,
         sampling__n=3,
         sampling__max_tokens=6,
-        sources={source_table_name(): {"folders": [str(notes)], "quiet_ms": 150}},
+        sources={"notes": {"folders": [str(notes)], "quiet_ms": 150}},
     )
     app = App(config)
-    async with Daemon(config, app) as daemon, aiohttp.ClientSession() as session:
-        yield daemon, Api(daemon, session), notes
+    async with serve(config, app) as server, aiohttp.ClientSession() as session:
+        yield server.daemon, Api(server, session), notes
     app.close()
 
 
 def notes_source(daemon: Daemon) -> NotesSource:
-    source = daemon.sources.get(source_table_name())
+    source = daemon.sources.get("notes")
     assert isinstance(source, NotesSource), daemon.sources.status()
     return source
 

@@ -10,10 +10,10 @@ import pytest
 from ambient.errors import Conflict
 from ambient.store import TreeStore
 from ambient.tree import MODEL, Action, Author, NewBranch, Node, Status
-from integrations.files import accept as accept_module
-from integrations.files.accept import accept_node
-from integrations.files.history import NoteHistory, tree_source
-from integrations.files.notes import text_sha
+from integrations.notes import accept as accept_module
+from integrations.notes.accept import accept_node
+from integrations.notes.history import NoteHistory, tree_source
+from integrations.notes.notes import text_sha
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from integrations.files import notes
-from integrations.files.notes import (
+from integrations.notes import notes
+from integrations.notes.notes import (
     NoteUnreadable,
     common_prefix,
     common_suffix,

@@ -19,8 +19,8 @@ from pathlib import Path
 from ambient.fsutil import write_atomic
 from ambient.store import TreeStore
 from ambient.tree import Action, Node, Offer, Tree
-from integrations.files.history import NoteHistory, is_note_tree, note_path_of
-from integrations.files.notes import line_col
+from integrations.notes.history import NoteHistory, is_note_tree, note_path_of
+from integrations.notes.notes import line_col
 
 SIDECAR_DIR = "sidecars"
 SUFFIX = ".offers.md"

@@ -14,8 +14,8 @@ import sys
 import time
 from typing import Any
 
+from ambient import places
 from ambient.app import App
-from ambient.config import parse_section
 from integrations.speech.audio import DecodedAudio, decode_file
 from integrations.speech.options import SAMPLE_RATE, SpeechOptions
 from integrations.speech.streaming import StreamingPolicy, StreamUpdate
@@ -42,7 +42,7 @@ def register(sub: Any) -> None:
 
 
 def speech_options(app: App, model: str | None = None) -> SpeechOptions:
-    options = parse_section(SpeechOptions, app.config.sources.get("speech", {}), "sources.speech")
+    options: SpeechOptions = places.options(app.config, places.load("speech"))
     if model:
         options = dataclasses.replace(options, model=model)
     return options.validate()

@@ -1,7 +1,7 @@
 """Notes commands: ``ambient accept NODE`` and ``ambient offers NOTE``.
 
 ``accept`` is the one way (with the web UI's button) a continuation enters a
-note, and only because a person asked: see :mod:`integrations.files.accept`.
+note, and only because a person asked: see :mod:`integrations.notes.accept`.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ambient import places
 from ambient.app import App
-from ambient.config import parse_section
 from ambient.errors import NotFound
 from ambient.store import TreeStore
 from ambient.tree import Action, Node, Offer, Tree
-from integrations.files.accept import accept_node
-from integrations.files.history import NoteHistory, tree_source
-from integrations.files.notes import line_col
-from integrations.files.options import NotesOptions
+from integrations.notes.accept import accept_node
+from integrations.notes.history import NoteHistory, tree_source
+from integrations.notes.notes import line_col
+from integrations.notes.options import NotesOptions
 
 
 def register(sub: Any) -> None:
@@ -46,7 +46,9 @@ def register(sub: Any) -> None:
 
 
 def notes_options(app: App) -> NotesOptions:
-    return parse_section(NotesOptions, app.config.sources.get("notes", {}), "sources.notes")
+    """``[sources.notes]`` (or its old name ``[sources.files]``)."""
+    options: NotesOptions = places.options(app.config, places.load("notes"))
+    return options
 
 
 def cmd_accept(args: argparse.Namespace, app: App) -> int:

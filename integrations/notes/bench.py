@@ -38,7 +38,6 @@ from typing import Any
 
 from ambient.app import App
 from ambient.config import Config
-from ambient.errors import ConfigError
 from ambient.sampling.base import OnToken, Sampler, SampleResult, SamplingOptions
 
 IDLE_NOTES = 10_000
@@ -146,20 +145,9 @@ def _bench_config(config: Config, home: Path, model_path: Path | None) -> Config
     return dataclasses.replace(config, home=home, sources={}, file=None).replace(**changes)
 
 
-def source_table() -> str:
-    """The ``[sources.*]`` table that loads this integration (``notes``, or ``files`` before the alias)."""
-    from ambient.source_host import load_source_class
-
-    try:
-        load_source_class("notes")
-        return "notes"
-    except ConfigError:
-        return "files"
-
-
 def _with_notes(config: Config, folder: Path) -> Config:
     table = {"folders": [str(folder)], "quiet_ms": QUIET_MS, "sidecars": False}
-    return dataclasses.replace(config, sources={source_table(): table})
+    return dataclasses.replace(config, sources={"notes": table})
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -183,7 +171,7 @@ def _summary(values: list[float]) -> dict[str, float]:
 async def _wait_watching(daemon: Any, timeout: float = 60.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        source = daemon.sources.get(source_table())
+        source = daemon.sources.get("notes")
         if source is not None and source.status().get("watching"):
             return source
         await asyncio.sleep(0.05)
@@ -200,7 +188,7 @@ async def _latency(config: Config, folder: Path, *, saves: int) -> dict[str, Any
     note.write_text(text)
     config = _with_notes(config, folder)
     samples: list[dict[str, float]] = []
-    async with Daemon(config, serve=False) as daemon:
+    async with Daemon(config) as daemon:
         await _wait_watching(daemon)
         subscriber = daemon.subscribe()
         for i in range(saves + 1):  # the first save warms up (and is the note's first sight)

@@ -9,15 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from ambient import places
 from ambient.config import parse_section
 from ambient.errors import AmbientError, ConfigError
 from ambient.tree import OfferState
-from integrations.files import SOURCE, notes
-from integrations.files.history import NoteHistory, tree_source
-from integrations.files.options import NotesOptions
-from integrations.files.source import NotesSource
+from integrations.notes import notes
+from integrations.notes.history import NoteHistory, tree_source
+from integrations.notes.options import NotesOptions
+from integrations.notes.source import NotesSource
 from tests.fakes import FakeSampler
-from tests.integrations.files.conftest import MiniHub, notes_options, running_source, wait_for
+from tests.hub import TestHub
+from tests.integrations.notes.conftest import notes_options, running_source, wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
 
@@ -26,13 +28,13 @@ def snapshot(path: Path) -> tuple[bytes, int]:
     return path.read_bytes(), os.stat(path).st_mtime_ns
 
 
-async def offers_done(hub: MiniHub, count: int) -> None:
+async def offers_done(hub: TestHub, count: int) -> None:
     await wait_for(lambda: len(hub.offers) >= count)
-    await hub.drain()
+    await hub.idle()
 
 
 async def test_a_save_leads_to_an_offer_at_the_point_and_the_note_is_never_written(
-    hub: MiniHub, notes_dir: Path
+    hub: TestHub, notes_dir: Path
 ) -> None:
     note = notes_dir / "today.md"
     note.write_text("The garden in May:\n")
@@ -56,7 +58,7 @@ async def test_a_save_leads_to_an_offer_at_the_point_and_the_note_is_never_writt
         assert source.status()["offers"] == 1 and source.status()["watching"]
 
 
-async def test_the_sidecar_lists_the_offers_outside_the_watched_folder(hub: MiniHub, notes_dir: Path) -> None:
+async def test_the_sidecar_lists_the_offers_outside_the_watched_folder(hub: TestHub, notes_dir: Path) -> None:
     (notes_dir / "sub").mkdir()
     note = notes_dir / "sub" / "idea.md"
     async with running_source(hub, notes_options(notes_dir)):
@@ -72,7 +74,7 @@ async def test_the_sidecar_lists_the_offers_outside_the_watched_folder(hub: Mini
     assert not list(notes_dir.rglob("*.offers.md"))
 
 
-async def test_a_newer_save_cancels_the_older_sampling(app_slow: MiniHub, notes_dir: Path) -> None:
+async def test_a_newer_save_cancels_the_older_sampling(app_slow: TestHub, notes_dir: Path) -> None:
     hub = app_slow
     note = notes_dir / "a.md"
     async with running_source(hub, notes_options(notes_dir, max_tokens=200)):
@@ -86,12 +88,12 @@ async def test_a_newer_save_cancels_the_older_sampling(app_slow: MiniHub, notes_
 
 
 @pytest.fixture
-def app_slow(hub: MiniHub) -> MiniHub:
+def app_slow(hub: TestHub) -> TestHub:
     hub.app._sampler = FakeSampler(delay=0.02)
     return hub
 
 
-async def test_accepting_through_the_source_is_not_taken_for_a_save(hub: MiniHub, notes_dir: Path) -> None:
+async def test_accepting_through_the_source_is_not_taken_for_a_save(hub: TestHub, notes_dir: Path) -> None:
     note = notes_dir / "a.md"
     async with running_source(hub, notes_options(notes_dir)) as source:
         note.write_text("Shopping:")
@@ -111,7 +113,7 @@ async def test_accepting_through_the_source_is_not_taken_for_a_save(hub: MiniHub
 
 
 async def test_bad_inputs_are_skipped_with_one_line_and_the_source_keeps_going(
-    hub: MiniHub, notes_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    hub: TestHub, notes_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_open = notes._open_note
 
@@ -122,7 +124,7 @@ async def test_bad_inputs_are_skipped_with_one_line_and_the_source_keeps_going(
 
     monkeypatch.setattr(notes, "_open_note", guarded)
     async with running_source(hub, notes_options(notes_dir, max_bytes=1000)) as source:
-        with caplog.at_level(logging.INFO, logger="integrations.files.source"):
+        with caplog.at_level(logging.INFO, logger="integrations.notes.source"):
             (notes_dir / "binary.md").write_bytes(b"\x00\x01\x02")
             (notes_dir / "latin1.txt").write_bytes(b"caf\xe9")
             (notes_dir / "huge.md").write_text("x" * 5000)
@@ -148,7 +150,7 @@ async def test_bad_inputs_are_skipped_with_one_line_and_the_source_keeps_going(
         assert hub.app.store.find_tree(tree_source(str(notes_dir / "binary.md"))) is None
 
 
-async def test_a_note_deleted_before_it_is_read_is_skipped(hub: MiniHub, notes_dir: Path) -> None:
+async def test_a_note_deleted_before_it_is_read_is_skipped(hub: TestHub, notes_dir: Path) -> None:
     source = NotesSource(hub, notes_options(notes_dir))
     await source.setup()
     assert source.prepare(str(notes_dir / "vanished.md")) is None
@@ -156,7 +158,7 @@ async def test_a_note_deleted_before_it_is_read_is_skipped(hub: MiniHub, notes_d
 
 
 async def test_the_watched_folder_disappearing_keeps_the_source_running(
-    hub: MiniHub, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    hub: TestHub, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir()
@@ -172,7 +174,7 @@ async def test_the_watched_folder_disappearing_keeps_the_source_running(
         await offers_done(hub, 1)
 
 
-async def test_a_missing_folder_at_start_is_a_clear_error(hub: MiniHub, tmp_path: Path) -> None:
+async def test_a_missing_folder_at_start_is_a_clear_error(hub: TestHub, tmp_path: Path) -> None:
     source = NotesSource(hub, NotesOptions(folders=(str(tmp_path / "nope"),)))
     with pytest.raises(AmbientError, match="does not exist: create it"):
         await source.setup()
@@ -184,13 +186,13 @@ async def test_a_missing_folder_at_start_is_a_clear_error(hub: MiniHub, tmp_path
 
 async def test_ambient_home_inside_a_watched_folder_is_ignored(tmp_path: Path) -> None:
     from ambient.app import App
-    from tests.integrations.files.conftest import make_config
+    from tests.integrations.notes.conftest import make_config
 
     folder = tmp_path / "notes"
     folder.mkdir()
     app = App(make_config(folder / ".ambient-home-not-hidden"[1:]), sampler=FakeSampler())
     try:
-        hub = MiniHub(app)
+        hub = TestHub(app, background=True, use_memory=False)
         async with running_source(hub, notes_options(folder)):
             side = app.config.home / "sidecars" / "x.md.offers.md"
             side.parent.mkdir(parents=True)
@@ -214,10 +216,10 @@ def test_options_are_parsed_and_checked() -> None:
         NotesOptions(globs=())
     assert NotesSource.enabled(NotesOptions()) == (False, NotesSource.enabled(NotesOptions())[1])
     assert "folders" in NotesSource.enabled(NotesOptions())[1]
-    assert SOURCE is NotesSource and SOURCE.name == "notes"
+    assert places.load("notes") is NotesSource and places.load("files") is NotesSource  # the old name too
 
 
-async def test_versions_accumulate_as_the_person_writes(hub: MiniHub, notes_dir: Path) -> None:
+async def test_versions_accumulate_as_the_person_writes(hub: TestHub, notes_dir: Path) -> None:
     note = notes_dir / "a.md"
     async with running_source(hub, notes_options(notes_dir)):
         for i, text in enumerate(["one", "one two", "zero one two"], start=1):
@@ -226,3 +228,24 @@ async def test_versions_accumulate_as_the_person_writes(hub: MiniHub, notes_dir:
     tree = hub.app.store.find_tree(tree_source(str(note)))
     assert tree is not None and tree.meta["last"]["version"] == 3
     assert NoteHistory(hub.app.store).last_text(tree) == "zero one two"
+
+
+async def test_the_old_table_name_still_works_with_a_warning(
+    hub: TestHub, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ambient.source_host import SourceHost
+
+    folder = tmp_path / "old-notes"
+    folder.mkdir()
+    config = hub.app.config.replace(sources={"files": {"folders": [str(folder)], "quiet_ms": 50}})
+    host = SourceHost(hub, config)
+    with caplog.at_level(logging.WARNING, logger="ambient.places"):
+        await host.start()
+    try:
+        source = host.get("notes")
+        assert isinstance(source, NotesSource) and source.folders == [folder.resolve()]
+        assert "[sources.files] is an old name: rename the table to [sources.notes]" in caplog.text
+        (folder / "a.md").write_text("Under the old name")
+        await offers_done(hub, 1)
+    finally:
+        await host.stop()
