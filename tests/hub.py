@@ -48,7 +48,7 @@ class TestHub:
         self.use_memory = app.config.memory.enabled if use_memory is None else use_memory
         self.events: list[SourceEvent] = []
         self.offers: list[Offer] = []
-        self.published: list[tuple[str, dict[str, Any]]] = []
+        self.published: list[tuple[str, dict[str, Any]]] = []  # what the place published
         self.offered = asyncio.Event()
         self.index_requests = 0
         self._callbacks: list[Callable[[Offer], Awaitable[None] | None]] = []
@@ -104,7 +104,6 @@ class TestHub:
             outcome = await asyncio.to_thread(
                 offer_for_event, self.app, event, use_memory=self.use_memory, cancel=cancel
             )
-        self.publish("offer_done", {"offer": outcome.offer.as_dict()})
         for callback in self._callbacks:
             result = callback(outcome.offer)
             if inspect.isawaitable(result):

@@ -245,6 +245,7 @@ async def test_the_old_table_name_still_works_with_a_warning(
         source = host.get("notes")
         assert isinstance(source, NotesSource) and source.folders == [folder.resolve()]
         assert "[sources.files] is an old name: rename the table to [sources.notes]" in caplog.text
+        await wait_for(lambda: source.status()["watching"])
         (folder / "a.md").write_text("Under the old name")
         await offers_done(hub, 1)
     finally:
