@@ -1,8 +1,10 @@
 """What happens when a person asks: /continue, "Continue from here", !continue, and the three buttons.
 
-Every entry first checks who asks where (:mod:`integrations.discord.access`),
+Every entry first checks who asks where (:mod:`integrations.discord.access`)
+and, for a pull, whether it is fair now (:mod:`integrations.discord.fairness`),
 acknowledges an interaction at once (Discord allows 3 s), then runs its flow;
-whatever goes wrong is told to that person in one line, never a crash.
+whatever goes wrong, a refusal included, is told to that person alone in one
+line (:mod:`integrations.discord.replies`: never in the channel), never a crash.
 
 - **pull** (the slash command, the menu, ``!continue``): open a thread on the
   message (or use the thread asked in), record the chat up to it, ask the hub
@@ -16,12 +18,13 @@ whatever goes wrong is told to that person in one line, never a crash.
 
 :class:`Flows` is mixed into :class:`~integrations.discord.bot.AmbientBot`,
 which supplies ``hub``, ``options``, ``trees``, the pick lock and
-``remember_later``.
+``remember_later``; it keeps its own :class:`~integrations.discord.fairness.Fairness`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,8 +39,16 @@ from ambient.tree import Node, OfferState, new_id
 from integrations.discord import posting
 from integrations.discord.access import CHANNEL_NEEDS, THREAD_NEEDS, Access
 from integrations.discord.chat import ChatReader
+from integrations.discord.fairness import Fairness, Limited
 from integrations.discord.posting import CONNECTION_ERRORS, display_text
-from integrations.discord.replies import ContextRequester, InteractionRequester, Refused, Requester
+from integrations.discord.replies import (
+    DENIED,
+    WARNING,
+    ContextRequester,
+    InteractionRequester,
+    Refused,
+    Requester,
+)
 from integrations.discord.views import BRANCH, MORE, PICK
 
 _LOGGER = logging.getLogger(__name__)
@@ -48,6 +59,10 @@ class Flows(ChatReader, Access):
 
     _pick_lock: asyncio.Lock
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fairness = Fairness()  # who may start a pull now (kept across option changes)
+
     def remember_later(self) -> None:
         """Index new lines into memory in the background: :meth:`AmbientBot.remember_later`."""
         raise NotImplementedError
@@ -56,21 +71,33 @@ class Flows(ChatReader, Access):
     async def on_slash(
         self, interaction: discord.Interaction[Any], n: int | None, temperature: float | None
     ) -> None:
-        await self._answer(interaction, lambda r: self.pull(interaction.channel, None, n, temperature, r))
+        await self._answer(
+            interaction, lambda r: self.pull(interaction.channel, None, n, temperature, r), pull=True
+        )
 
     async def on_context_menu(self, interaction: discord.Interaction[Any], message: discord.Message) -> None:
-        await self._answer(interaction, lambda r: self.pull(message.channel, message, None, None, r))
+        await self._answer(
+            interaction, lambda r: self.pull(message.channel, message, None, None, r), pull=True
+        )
 
     async def on_button(self, action: str, interaction: discord.Interaction[Any], node_id: str) -> None:
         handlers = {PICK: self.pick, MORE: self.more, BRANCH: self.branch}
         channel, user = interaction.channel, interaction.user
-        await self._answer(interaction, lambda r: handlers[action](channel, node_id, user, r))
+        work = handlers[action]
+        await self._answer(
+            interaction, lambda r: work(channel, node_id, user, r), pull=action in (MORE, BRANCH)
+        )
 
     async def on_prefix(self, ctx: commands.Context[Any], n: int | None, temperature: float | None) -> None:
         requester = ContextRequester(ctx)
         refusal = self.refusal(ctx.guild, ctx.channel, ctx.author)
         if refusal is not None:
-            await self._tell(requester, refusal)
+            await self._tell(requester, refusal, DENIED)
+            return
+        try:
+            slot = self._admit(ctx.guild, ctx.author, pull=True)
+        except Limited as exc:
+            await self._tell(requester, str(exc), exc.reaction)
             return
 
         async def work(r: Requester) -> None:
@@ -80,24 +107,46 @@ class Flows(ChatReader, Access):
             async with ctx.typing():
                 await self.pull(ctx.channel, target, n, temperature, r)
 
-        await self._guarded(work, requester)
+        with slot:
+            await self._guarded(work, requester)
 
     async def _answer(
-        self, interaction: discord.Interaction[Any], work: Callable[[Requester], Awaitable[None]]
+        self,
+        interaction: discord.Interaction[Any],
+        work: Callable[[Requester], Awaitable[None]],
+        *,
+        pull: bool = False,
     ) -> None:
-        """Check who asks where, acknowledge at once (Discord allows 3 s), then do the work."""
+        """Check who asks where (and, for a pull, fairness); acknowledge at once (Discord allows 3 s); work.
+
+        A refusal is the interaction's own ephemeral answer: nothing shows in the channel.
+        """
         refusal = self.refusal(interaction.guild, interaction.channel, interaction.user)
         if refusal is not None:
             await interaction.response.send_message(refusal, ephemeral=True)
             return
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        await self._guarded(work, InteractionRequester(interaction))
+        try:
+            slot = self._admit(interaction.guild, interaction.user, pull=pull)
+        except Limited as exc:
+            await interaction.response.send_message(str(exc), ephemeral=True)
+            return
+        with slot:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            await self._guarded(work, InteractionRequester(interaction))
+
+    def _admit(self, guild: Any, user: Any, *, pull: bool) -> contextlib.AbstractContextManager[Any]:
+        """A fairness slot held while a pull runs (:class:`Limited` if refused); nothing for other work."""
+        if not pull:
+            return contextlib.nullcontext()
+        return self.fairness.admit(self.options, guild.id, user.id)
 
     async def _guarded(self, work: Callable[[Requester], Awaitable[None]], requester: Requester) -> None:
         """Run ``work``; whatever goes wrong, tell the person in one line (and never crash)."""
         try:
             await work(requester)
-        except (Refused, AmbientError) as exc:
+        except Refused as exc:
+            await self._tell(requester, str(exc), exc.reaction)
+        except AmbientError as exc:
             await self._tell(requester, str(exc))
         except discord.Forbidden as exc:
             await self._tell(
@@ -121,9 +170,9 @@ class Flows(ChatReader, Access):
             _LOGGER.exception("Discord: request failed")
             await self._tell(requester, f"Something went wrong ({type(exc).__name__}): see ambient's log.")
 
-    async def _tell(self, requester: Requester, text: str) -> None:
+    async def _tell(self, requester: Requester, text: str, reaction: str = WARNING) -> None:
         try:
-            await requester.tell(text, error=True)
+            await requester.tell(text, error=True, reaction=reaction)
         except Exception as exc:
             _LOGGER.warning("Discord: could not answer (%s): %s", exc, text)
 

@@ -16,6 +16,9 @@ from ambient.errors import ConfigError
 
 ARCHIVE_MINUTES = (60, 1440, 4320, 10080)  # the thread auto-archive durations Discord accepts
 MAX_N = 10
+MAX_MEMBER_PULLS = 1000
+MAX_WINDOW_S = 86_400  # a day
+MAX_CONCURRENT_PULLS = 16  # the daemon's queue holds 32 jobs of every place
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +38,10 @@ class DiscordOptions:
     max_n: int = 6  # most continuations one pull may ask for (each is a message)
     thread_archive_minutes: int = 1440
     send_retries: int = 3  # attempts per message when Discord rate-limits the bot
+    # Fairness: a pull is /continue, the menu, !continue, More like this or Branch (anything that samples).
+    member_pulls: int = 4  # pulls one member may start per member_window_s; 0 = no limit
+    member_window_s: int = 60  # the sliding window of member_pulls, in seconds
+    server_concurrent_pulls: int = 2  # pulls running or waiting in the daemon at once, per server
 
     @classmethod
     def from_config(cls, config: Config) -> DiscordOptions:
@@ -66,11 +73,29 @@ class DiscordOptions:
             )
         if not 1 <= self.send_retries <= 10:
             raise ConfigError(f"sources.discord.send_retries must be 1..10, got {self.send_retries}")
+        self._check_fairness()
         stray = sorted(set(self.listen_channels) - set(self.channels)) if self.channels else []
         if stray:
             raise ConfigError(
                 f"sources.discord.listen_channels has {stray[0]}, which is not in sources.discord.channels: "
                 "add it there too, or stop listening to it"
+            )
+
+    def _check_fairness(self) -> None:
+        if not 0 <= self.member_pulls <= MAX_MEMBER_PULLS:
+            raise ConfigError(
+                f"sources.discord.member_pulls must be 0 (no limit) or 1..{MAX_MEMBER_PULLS}, "
+                f"got {self.member_pulls}"
+            )
+        if not 1 <= self.member_window_s <= MAX_WINDOW_S:
+            raise ConfigError(
+                f"sources.discord.member_window_s must be 1..{MAX_WINDOW_S} (seconds), "
+                f"got {self.member_window_s}"
+            )
+        if not 1 <= self.server_concurrent_pulls <= MAX_CONCURRENT_PULLS:
+            raise ConfigError(
+                f"sources.discord.server_concurrent_pulls must be 1..{MAX_CONCURRENT_PULLS} (each one waits "
+                f"in the daemon's queue, which the other places share), got {self.server_concurrent_pulls}"
             )
 
     # ---------------------------------------------------------------- access
@@ -113,5 +138,5 @@ class DiscordOptions:
         if not self.allows_channel(guild_id, channel_id, parent_id):
             return "ambient is not enabled in this channel."
         if not self.allows_roles(roles):
-            return f"you need the role '{self.role}' to use ambient here."
+            return f"you need the role '{self.role}' to use ambient here: ask a moderator for it."
         return None

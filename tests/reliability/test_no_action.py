@@ -138,7 +138,6 @@ ALLOWED = {
     ("integrations/discord/flows.py", "_answer", "send_message"),
     ("integrations/discord/posting.py", "post", "send"),
     ("integrations/discord/posting.py", "thread_on", "create_thread"),
-    ("integrations/discord/replies.py", "tell", "reply"),
     ("integrations/discord/replies.py", "tell", "send"),
     ("integrations/discord/replies.py", "tell", "send_message"),
 }

@@ -6,11 +6,14 @@ adds what the bot needs beyond that, always at the HTTP edge:
 * threads (``start_thread_with_message``), refusing without Create Public Threads;
 * the components a message was sent with, kept on the stored message, so a
   button click carries them as Discord's would;
-* stand-in interactions: real :class:`discord.Interaction` objects parsed
-  from gateway payloads and dispatched through discord.py's own command tree
-  and view store; only their HTTP replies (defer, ephemeral answers) are
-  recorded instead of sent;
-* injected failures: a 429 rate limit or a dropped connection on the next sends.
+* stand-in interactions (:mod:`~tests.integrations.discord.standins`): real
+  :class:`discord.Interaction` objects parsed from gateway payloads and
+  dispatched through discord.py's own command tree and view store; only their
+  HTTP replies (defer, ephemeral answers) are recorded instead of sent;
+* injected failures: a 429 rate limit or a dropped connection on the next sends;
+* direct messages, recorded apart from what is posted in the server, and a
+  member's DMs closed (Discord's 403, code 50007 "Cannot send messages to this
+  user"); reactions the bot adds, recorded (refused without Add Reactions).
 
 Needs the dev requirements (dpytest). Nothing here reaches the network.
 """
@@ -18,7 +21,6 @@ Needs the dev requirements (dpytest). Nothing here reaches the network.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from typing import Any, TypeVar
 
@@ -27,6 +29,20 @@ import discord.ext.test as dpytest
 from discord.ext.test import backend, factories
 
 from integrations.discord.bot import COMMAND, CONTEXT_MENU, AmbientBot, default_intents
+from integrations.discord.replies import CANNOT_DM
+from tests.integrations.discord.standins import Direct, Reaction, Reply, Sent, StandInInteraction, http_error
+
+__all__ = [
+    "BOT_PERMISSIONS",
+    "Direct",
+    "OfflineDiscord",
+    "Reaction",
+    "Reply",
+    "Sent",
+    "StandInInteraction",
+    "http_error",
+    "intents",
+]
 
 T = TypeVar("T")
 
@@ -52,107 +68,6 @@ def intents() -> discord.Intents:
     return wanted
 
 
-@dataclasses.dataclass(frozen=True)
-class Sent:
-    """A message the bot sent through the HTTP API."""
-
-    at: float  # time.perf_counter()
-    channel_id: int
-    message_id: int
-    content: str
-    custom_ids: tuple[str, ...]
-    allowed_mentions: dict[str, Any] | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Reply:
-    """An answer to an interaction (not a channel message unless ``ephemeral`` is False)."""
-
-    at: float
-    kind: str  # "defer", "message", "followup"
-    content: str | None
-    ephemeral: bool
-
-
-class FakeResponse:
-    """Enough of an aiohttp response for discord.HTTPException."""
-
-    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
-        self.status = status
-        self.reason = reason
-        self.headers = headers or {}
-
-
-def http_error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> Exception:
-    """The exception discord.py raises for this HTTP answer."""
-    response = FakeResponse(status, message, headers)
-    data = {"code": code, "message": message}
-    kind = {403: discord.Forbidden, 404: discord.NotFound}.get(status, discord.HTTPException)
-    error: Exception = kind(response, data)
-    return error
-
-
-class _StandInResponse:
-    def __init__(self, interaction: StandInInteraction) -> None:
-        self._interaction = interaction
-        self._done = False
-
-    def is_done(self) -> bool:
-        return self._done
-
-    async def defer(self, *, ephemeral: bool = False, thinking: bool = False) -> None:
-        self._acknowledge()
-        self._interaction.replies.append(Reply(time.perf_counter(), "defer", None, ephemeral))
-
-    async def send_message(
-        self, content: str | None = None, *, ephemeral: bool = False, **kwargs: Any
-    ) -> None:
-        self._acknowledge()
-        self._interaction.replies.append(Reply(time.perf_counter(), "message", content, ephemeral))
-        if not ephemeral:
-            await self._interaction.channel.send(content, **kwargs)
-
-    def _acknowledge(self) -> None:
-        if self._done:
-            raise discord.InteractionResponded(self._interaction)
-        self._done = True
-
-
-class _StandInFollowup:
-    def __init__(self, interaction: StandInInteraction) -> None:
-        self._interaction = interaction
-
-    async def send(self, content: str | None = None, *, ephemeral: bool = False, **kwargs: Any) -> Any:
-        if not self._interaction.response.is_done():
-            raise RuntimeError("a followup needs the interaction acknowledged first")
-        self._interaction.replies.append(Reply(time.perf_counter(), "followup", content, ephemeral))
-        if not ephemeral:
-            return await self._interaction.channel.send(content, **kwargs)
-        return None
-
-
-class StandInInteraction(discord.Interaction):  # type: ignore[misc]
-    """A real Interaction parsed from a gateway payload; its HTTP replies are recorded, not sent."""
-
-    def __init__(self, *, data: dict[str, Any], state: Any) -> None:
-        super().__init__(data=data, state=state)
-        self.created = time.perf_counter()
-        self.replies: list[Reply] = []
-        self._standin_response = _StandInResponse(self)
-        self._standin_followup = _StandInFollowup(self)
-
-    @property
-    def response(self) -> Any:
-        return self._standin_response
-
-    @property
-    def followup(self) -> Any:
-        return self._standin_followup
-
-    def texts(self) -> list[str]:
-        return [r.content for r in self.replies if r.content]
-
-
 class OfflineDiscord:
     """One fake server, its channels and members, around an :class:`AmbientBot`."""
 
@@ -163,7 +78,10 @@ class OfflineDiscord:
 
     def __init__(self, bot: AmbientBot) -> None:
         self.bot = bot
-        self.sent: list[Sent] = []
+        self.sent: list[Sent] = []  # posted in the server (channels and threads); DMs are in ``dms``
+        self.dms: list[Direct] = []
+        self.reactions: list[Reaction] = []
+        self.closed_dms: set[int] = set()  # members who accept no direct message from the bot
         self.send_failures: list[Exception] = []
 
     async def start(
@@ -267,6 +185,17 @@ class OfflineDiscord:
         await self.hub_idle()
         return message
 
+    def close_dms(self, member: str) -> None:
+        """The member turns off direct messages from server members: a DM to them gets Discord's 403."""
+        self.closed_dms.add(self.member(member).id)
+
+    def dms_to(self, member: str) -> list[str]:
+        user_id = self.member(member).id
+        return [d.content for d in self.dms if d.user_id == user_id]
+
+    def reactions_on(self, message: Any) -> list[str]:
+        return [r.emoji for r in self.reactions if r.message_id == message.id]
+
     def sent_in(self, channel: Any) -> list[Sent]:
         return [s for s in self.sent if s.channel_id == channel.id]
 
@@ -304,6 +233,10 @@ class OfflineDiscord:
     # -------------------------------------------------------- interactions
     async def slash(self, channel: Any, member: str = "Alice", **options: Any) -> StandInInteraction:
         """``/continue`` with ``options`` (n=..., temperature=...), through the bot's command tree."""
+        return await self._dispatch(self.slash_payload(channel, member, **options))
+
+    def slash_payload(self, channel: Any, member: str = "Alice", **options: Any) -> dict[str, Any]:
+        """The INTERACTION_CREATE payload of ``/continue`` (for :meth:`at_once`)."""
         data = {
             "id": "1",
             "name": COMMAND,
@@ -313,7 +246,17 @@ class OfflineDiscord:
                 {"name": k, "type": 10 if isinstance(v, float) else 4, "value": v} for k, v in options.items()
             ],
         }
-        return await self._dispatch(self._payload(2, channel, member, data))
+        return self._payload(2, channel, member, data)
+
+    async def at_once(self, payloads: list[dict[str, Any]]) -> list[StandInInteraction]:
+        """Several interactions arriving together (each handled before any is done); waits for all."""
+        before = asyncio.all_tasks()
+        interactions = [self.start_dispatch(p) for p in payloads]
+        await asyncio.sleep(0)
+        await asyncio.gather(*(asyncio.all_tasks() - before - {asyncio.current_task()}))
+        await self.hub_idle()
+        await dpytest.run_all_events()
+        return interactions
 
     async def context_menu(self, message: Any, member: str = "Alice") -> StandInInteraction:
         """The message menu "Continue from here" on ``message``."""
@@ -397,15 +340,37 @@ class OfflineDiscord:
         original_send = http.send_message
 
         async def send_message(channel_id: int, *, params: Any) -> Any:
-            channel = backend._get_higher_locs(1).get("channel")  # noqa: F841 - dpytest reads it from this frame
+            channel = backend._get_higher_locs(1).get("channel")  # dpytest reads it from this frame, too
             if self.send_failures:
                 raise self.send_failures.pop(0)
+            if isinstance(channel, discord.DMChannel):
+                self._check_dm(channel)
+                data = await original_send(channel_id, params=params)
+                content = (params.payload or {}).get("content") or ""
+                self.dms.append(Direct(time.perf_counter(), channel.recipient.id, content))
+                return data
             data = await original_send(channel_id, params=params)
             self._keep_components(int(channel_id), int(data["id"]), params.payload or {})
             return data
 
         http.send_message = send_message
         http.start_thread_with_message = self._start_thread
+        http.add_reaction = self._add_reaction
+
+    def _check_dm(self, channel: discord.DMChannel) -> None:
+        if channel.recipient is not None and channel.recipient.id in self.closed_dms:
+            raise http_error(403, CANNOT_DM, "Cannot send messages to this user")
+
+    async def _add_reaction(self, channel_id: int, message_id: int, emoji: str) -> None:
+        channel = self.bot.get_channel(int(channel_id)) or self.guild.get_thread(int(channel_id))
+        perms = channel.permissions_for(self.guild.me)
+        if not (perms.add_reactions and perms.read_message_history) and not perms.administrator:
+            raise http_error(403, 50013, "Missing Permissions")
+        try:
+            self.raw_message(int(channel_id), int(message_id))
+        except KeyError:
+            raise http_error(404, 10008, "Unknown Message") from None
+        self.reactions.append(Reaction(time.perf_counter(), int(channel_id), int(message_id), emoji))
 
     def _keep_components(self, channel_id: int, message_id: int, payload: dict[str, Any]) -> None:
         components = payload.get("components") or []

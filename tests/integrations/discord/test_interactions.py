@@ -163,7 +163,9 @@ async def test_refusals_are_ephemeral_and_name_the_reason(world: World) -> None:
     denied = await world.discord.slash(random, "Alice")
     assert ephemeral_texts(denied) == ["ambient is not enabled in this channel."]
     no_role = await world.discord.slash(general, "Alice")
-    assert ephemeral_texts(no_role) == ["you need the role 'Thinkers' to use ambient here."]
+    assert ephemeral_texts(no_role) == [
+        "you need the role 'Thinkers' to use ambient here: ask a moderator for it."
+    ]
     assert world.discord.sent == [] and world.sampler.prompts == []
     role = backend.make_role("Thinkers", world.discord.guild)
     backend.update_member(world.discord.member("Alice"), roles=[role])
@@ -171,7 +173,9 @@ async def test_refusals_are_ephemeral_and_name_the_reason(world: World) -> None:
     assert allowed.replies[0].kind == "defer" and len(world.offers()) == 3
     backend.update_member(world.discord.member("Alice"), roles=[])
     click = await world.discord.click(world.offers()[0], "pick", "Alice")
-    assert ephemeral_texts(click) == ["you need the role 'Thinkers' to use ambient here."]
+    assert ephemeral_texts(click) == [
+        "you need the role 'Thinkers' to use ambient here: ask a moderator for it."
+    ]
     assert world.node(world.offers()[0]).status == Status.OFFERED
 
 
@@ -183,8 +187,9 @@ async def test_missing_permission_to_create_threads(world: World) -> None:
     (text,) = ephemeral_texts(interaction)
     assert "'Create Public Threads' permission" in text and general.mention in text
     assert world.discord.sent == [] and world.sampler.prompts == []
-    await world.discord.say("!continue", general, "Bob")  # the prefix command says it too
-    assert "'Create Public Threads' permission" in world.discord.sent[-1].content
+    await world.discord.say("!continue", general, "Bob")  # the prefix command says it too, by DM
+    assert "'Create Public Threads' permission" in world.discord.dms_to("Bob")[-1]
+    assert world.discord.sent == []
 
 
 async def test_missing_permission_to_read_history(world: World) -> None:

@@ -60,21 +60,24 @@ async def test_replying_with_the_command_continues_from_that_message(world: Worl
     assert offer.channel_id == first.id  # the thread is opened on the message replied to
 
 
-async def test_bad_arguments_get_the_usage(world: World) -> None:
+async def test_bad_arguments_get_the_usage_by_dm(world: World) -> None:
     general = await conversation(world)
     with pytest.raises(commands.BadArgument):
         await world.discord.say("!continue lots", general, "Carol")
-    assert "usage: `!continue [n] [temperature]`" in world.discord.sent[-1].content
+    (usage,) = world.discord.dms_to("Carol")
+    expected = "usage: `!continue [n] [temperature]`, e.g. `!continue 4 0.8`"
+    assert usage == f"Your `!continue` in {general.mention}: {expected}"
     with pytest.raises(commands.TooManyArguments):
         await world.discord.say("!continue 2 0.5 please", general, "Carol")
-    assert world.offers() == []
+    assert len(world.discord.dms_to("Carol")) == 2
+    assert world.discord.sent == []  # nothing in the channel
 
 
-async def test_too_many_continuations_are_refused(world: World) -> None:
+async def test_too_many_continuations_are_refused_by_dm(world: World) -> None:
     general = await conversation(world)
     await world.discord.say("!continue 50", general, "Carol")
-    assert "n must be between 1 and 6" in world.discord.sent[-1].content
-    assert world.sampler.prompts == []
+    assert "n must be between 1 and 6" in world.discord.dms_to("Carol")[-1]
+    assert world.sampler.prompts == [] and world.discord.sent == []
 
 
 async def test_listening_stores_every_message_and_never_posts(world: World) -> None:
@@ -118,8 +121,10 @@ async def test_role_is_required_for_the_prefix_command(world: World) -> None:
     world.allow(role="Thinkers")
     general = await conversation(world)
     await world.discord.say("!continue", general, "Bob")
-    assert world.offers() == []
-    assert "you need the role 'Thinkers'" in world.discord.sent[-1].content
+    assert world.offers() == [] and world.discord.sent == []  # refused by DM, not in the channel
+    assert (
+        "you need the role 'Thinkers' to use ambient here: ask a moderator" in world.discord.dms_to("Bob")[-1]
+    )
     role = backend.make_role("Thinkers", world.discord.guild)
     await dpytest.add_role(world.discord.member("Bob"), role)
     await world.discord.say("!continue", general, "Bob")

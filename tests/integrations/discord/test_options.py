@@ -30,6 +30,18 @@ def test_table_from_toml(tmp_path: Path) -> None:
     options.check()
 
 
+def test_fairness_options_and_their_defaults() -> None:
+    defaults = DiscordOptions(guilds=(1,))
+    assert (defaults.member_pulls, defaults.member_window_s, defaults.server_concurrent_pulls) == (4, 60, 2)
+    options = DiscordOptions.from_table(
+        {"guilds": [1], "member_pulls": 10, "member_window_s": 300, "server_concurrent_pulls": 4}
+    )
+    assert (options.member_pulls, options.member_window_s, options.server_concurrent_pulls) == (10, 300, 4)
+    options.check()
+    with pytest.raises(ConfigError, match="member_pulls"):
+        DiscordOptions.from_table({"guilds": [1], "member_pulls": "many"})
+
+
 def test_ids_as_comma_separated_strings() -> None:
     options = DiscordOptions.from_table({"guilds": "1,2", "channels": "3"})
     assert options.guilds == (1, 2) and options.channels == (3,)
@@ -50,6 +62,9 @@ def test_unknown_key_is_rejected_with_the_choices() -> None:
         (DiscordOptions(guilds=(1,), thread_archive_minutes=5), "thread_archive_minutes must be one of"),
         (DiscordOptions(guilds=(1,), prefix=" "), "prefix is empty"),
         (DiscordOptions(guilds=(1,), channels=(10,), listen_channels=(11,)), "11, which is not in"),
+        (DiscordOptions(guilds=(1,), member_pulls=-1), r"member_pulls must be 0 \(no limit\) or 1..1000"),
+        (DiscordOptions(guilds=(1,), member_window_s=0), "member_window_s must be 1..86400"),
+        (DiscordOptions(guilds=(1,), server_concurrent_pulls=0), "server_concurrent_pulls must be 1..16"),
     ],
 )
 def test_check_names_the_key(options: DiscordOptions, message: str) -> None:
@@ -87,4 +102,6 @@ def test_refusal_says_why() -> None:
     assert options.refusal(1, 10, None, [(5, "Thinkers")]) is None
     assert "direct messages" in (options.refusal(None, 10, None, []) or "")
     assert "not enabled in this channel" in (options.refusal(1, 11, None, []) or "")
-    assert "role 'Thinkers'" in (options.refusal(1, 10, None, []) or "")
+    assert "role 'Thinkers' to use ambient here: ask a moderator for it" in (
+        options.refusal(1, 10, None, []) or ""
+    )
