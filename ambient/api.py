@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import HttpVersion11, web
 
+from ambient import places
 from ambient.app import App
 from ambient.daemon import Daemon
 from ambient.editing import edit_node
@@ -26,6 +27,7 @@ from ambient.errors import InvalidInput
 from ambient.offers import Overrides
 from ambient.picklog import offer_records
 from ambient.sampling.base import MAX_N
+from ambient.scopes import view_for
 from ambient.tree import Node
 from ambient.validation import Field, Route, read_body, read_query
 
@@ -215,6 +217,13 @@ SEARCH_QUERY = (
         plain_text=True,
     ),
     Field("k", "integer", "how many results (default 8)", minimum=1, maximum=50),
+    Field(
+        "scope",
+        "string",
+        "only what an offer made in this place could retrieve, written as trees name their source "
+        "(note:PATH, discord:SERVER/CHANNEL, speech:SESSION, ui, cli)",
+        max_length=1000,
+    ),
 )
 
 
@@ -223,7 +232,12 @@ async def search(request: web.Request) -> web.Response:
     if not query["q"].strip():
         raise InvalidInput("query parameter 'q' must not be blank")
     daemon = daemon_of(request)
-    fragments = await daemon.search(query["q"], query.get("k", 8))
+    view = None
+    if "scope" in query:
+        memory = daemon.config.memory
+        scope = await blocking(request, places.scope_of, query["scope"])  # may import places
+        view = view_for(scope, memory.share, memory.include_pruned)
+    fragments = await daemon.search(query["q"], query.get("k", 8), view)
     titles = await blocking(request, _titles, daemon.app, {f.tree_id for f in fragments})
     results = [{**dataclasses.asdict(f), "tree_title": titles.get(f.tree_id, "")} for f in fragments]
     return json_response({"query": query["q"], "results": results})

@@ -28,6 +28,7 @@ from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from ambient.config import ContextSection
+from ambient.scopes import View
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class Fragment:
     status: str = ""
     source: str = ""
     lead: str = ""  # the end of the text before this node, so the fragment can stand on its own
+    scope: str = ""  # the wall its tree stands behind (ambient/scopes.py)
 
     def render(self) -> str:
         """The fragment as shown in a prompt: "…" + lead + the node's own text."""
@@ -60,6 +62,7 @@ class Retriever(Protocol):
         k: int,
         exclude_tree_id: str | None = None,
         exclude_node_ids: Collection[str] = (),
+        view: View | None = None,
     ) -> list[Fragment]: ...
 
 
@@ -101,11 +104,13 @@ class ContextBuilder:
         tree_id: str | None = None,
         exclude_node_ids: Collection[str] = (),
         use_memory: bool = True,
+        view: View | None = None,
     ) -> BuiltContext:
         """Assemble the prompt for continuing ``source_text``.
 
         Memory gets at most ``memory_share`` of the budget (what it does not use
-        goes to the source); the source gets the rest, cut from the left.
+        goes to the source); the source gets the rest, cut from the left. ``view``
+        keeps retrieval inside the walls of the place the offer is made in.
         """
         budget = self.budget(max_tokens)
         provenance: dict[str, Any] = {
@@ -115,9 +120,11 @@ class ContextBuilder:
             "cut": {"source_chars": 0, "fragments": []},
             "memory": "off",
         }
+        if view is not None:
+            provenance["walls"] = {"scope": view.scope, "walls": [*view.walls], "shared": [*view.scopes]}
         pieces: list[str] = []
         if use_memory and self.retriever is not None:
-            fragments, provenance["memory"] = self._retrieve(source_text, tree_id, exclude_node_ids)
+            fragments, provenance["memory"] = self._retrieve(source_text, exclude_node_ids, view)
             memory_budget = int(budget * self.settings.memory_share)
             pieces = self._fit_fragments(fragments, memory_budget, provenance)
         block = self._memory_block(pieces)
@@ -147,14 +154,14 @@ class ContextBuilder:
         return text[cut:], cut
 
     def _retrieve(
-        self, source_text: str, tree_id: str | None, exclude: Collection[str]
+        self, source_text: str, exclude: Collection[str], view: View | None
     ) -> tuple[list[Fragment], str]:
         """Past fragments nearest to the moment at hand: the end of the source text."""
         query = source_text[-QUERY_CHARS:]
         if not query.strip() or self.retriever is None:
             return [], "empty"
         try:
-            found = self.retriever(query, self.k + 4, None, exclude)
+            found = self.retriever(query, self.k + 4, None, exclude, view)
         except Exception as exc:  # memory must never stop an offer
             _LOGGER.warning("memory unavailable, continuing without retrieval: %s", exc)
             return [], f"unavailable: {exc}"
@@ -176,7 +183,13 @@ class ContextBuilder:
                 text=f.render(), score=f.score, node_id=f.node_id, tree_id=f.tree_id, source=f.source
             )
             cost = self.count_tokens(piece)
-            record = {"node_id": f.node_id, "tree_id": f.tree_id, "score": round(f.score, 4), "tokens": cost}
+            record = {
+                "node_id": f.node_id,
+                "tree_id": f.tree_id,
+                "scope": f.scope,
+                "score": round(f.score, 4),
+                "tokens": cost,
+            }
             if used + cost > budget:
                 provenance["cut"]["fragments"].append(record)
                 continue

@@ -46,6 +46,7 @@ from ambient.memory_api import MemoryIndexProtocol
 from ambient.offers import OfferOutcome
 from ambient.pipeline import Job, Pipeline
 from ambient.sampling.base import Token
+from ambient.scopes import View
 from ambient.source_host import SourceHost
 from ambient.sources import SourceEvent
 from ambient.tree import Node, Offer
@@ -294,10 +295,10 @@ class Daemon:
             if not self._index_again:
                 return
 
-    async def search(self, query: str, k: int) -> list[Fragment]:
-        """Past fragments close in meaning to ``query``."""
+    async def search(self, query: str, k: int, view: View | None = None) -> list[Fragment]:
+        """Past fragments close in meaning to ``query`` (within ``view``'s walls, if given)."""
         memory = self._memory()
-        return await self._in_memory(functools.partial(memory.search, query, k))
+        return await self._in_memory(functools.partial(memory.search, query, k, view=view))
 
     def _memory(self) -> MemoryIndexProtocol:
         memory = self.app.memory if self.memory_ready else None

@@ -118,7 +118,8 @@ def _build(data: dict[str, Any], path: Path) -> tuple[Tree, list[Node]]:
     t = now()
     loom_top = {k: v for k, v in data.items() if k != "root"}
     title = _title(data) or path.stem
-    tree = Tree(tree_id, str(root["id"]), title, "loom", t, t, {"loom": loom_top, "imported_from": path.name})
+    meta = {"loom": loom_top, "imported_from": path.name}
+    tree = Tree(tree_id, str(root["id"]), title, "loom", t, t, meta, scope="import")
     nodes = [_node(tree_id, parent, raw, t) for parent, raw in _walk(root)]
     return tree, nodes
 

@@ -6,6 +6,7 @@ from collections.abc import Collection
 from typing import Protocol
 
 from ambient.context import Fragment, Retriever
+from ambient.scopes import View
 from ambient.store import TreeStore
 
 
@@ -22,6 +23,7 @@ class MemoryIndexProtocol(Protocol):
         source: str | None = None,
         exclude_tree_id: str | None = None,
         exclude_node_ids: Collection[str] = (),
+        view: View | None = None,
     ) -> list[Fragment]:
         """The ``k`` nodes nearest in meaning to ``query``, best first (score = cosine similarity)."""
 

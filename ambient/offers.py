@@ -18,6 +18,7 @@ from ambient.app import App
 from ambient.config import SamplingSection
 from ambient.context import BuiltContext
 from ambient.sampling.base import OnToken, PromptRegion, SampleResult, SamplingOptions, Token
+from ambient.scopes import view_for
 from ambient.store import StoreError
 from ambient.tree import MODEL, Author, NewBranch, Node, Offer, OfferState
 
@@ -135,13 +136,16 @@ def make_offer(
     _settle(app, "the disk was full when it finished: its continuations could not be stored")
     ancestry = store.ancestry(parent_id)
     text = source_text if source_text is not None else "".join(n.text for n in ancestry)
+    tree = store.get_tree(ancestry[0].tree_id)
+    memory = app.config.memory
     context = app.context_builder(use_memory).build(
         text,
         max_tokens=options.max_tokens,
         source=source,
-        tree_id=ancestry[0].tree_id,
+        tree_id=tree.id,
         exclude_node_ids={n.id for n in ancestry},
         use_memory=use_memory,
+        view=view_for(tree.scope, memory.share, memory.include_pruned),  # the walls of its place
     )
     regions = tuple(PromptRegion(k, a, b) for k, a, b in context.provenance.get("regions", ()))
     options = dataclasses.replace(options, regions=regions)

@@ -124,6 +124,30 @@ def options(config: Config, cls: type[Source]) -> Any:
     return parse_section(cls.options_class, table(config, cls), f"sources.{cls.name}")
 
 
+CORE_SCOPES = {"cli": "cli", "loom": "import"}  # trees the core makes: `ambient continue`, Loom imports
+
+
+def scope_of(tree_source: str) -> str:
+    """The scope of a tree named ``tree_source`` (a place: ``note:PATH``, ``discord:SERVER/CHANNEL``, ...).
+
+    Each installed place answers for its own trees; the core's are ``cli`` (``ambient continue``,
+    ``file:NAME``) and ``import`` (``loom``).
+    """
+    for cls in installed().values():
+        found = cls.scope_of(tree_source)
+        if found:
+            return found
+    if tree_source in CORE_SCOPES or tree_source.startswith("file:"):
+        return CORE_SCOPES.get(tree_source, "cli")
+    known = {cls.scope_of(f"{cls.name}:") for cls in installed().values()} | {"cli", "import", "ui"}
+    if tree_source in known or (tree_source.count(":") == 1 and tree_source.split(":")[1].isdigit()):
+        return tree_source
+    raise ConfigError(
+        f"unknown place {tree_source!r}: write it as trees name their source, e.g. note:/path/to/note.md, "
+        "discord:<server id>/<channel id>, speech:<session>, ui or cli"
+    )
+
+
 def configured(config: Config) -> list[str]:
     """The places to try in a daemon: every autostarting place, then each ``[sources.NAME]`` table.
 

@@ -22,6 +22,9 @@ in order:
 
 and asks ``status()`` for ``ambient status`` and the UI.
 
+**Walls.** ``scope_of()`` says which scope each of its trees stands in, and so what
+its offers may retrieve (:mod:`ambient.scopes`).
+
 **Surfaces.** Class-level, so that they exist whether or not the place runs in this
 process: ``routes()`` adds HTTP routes to the daemon's API (they appear in its
 OpenAPI document); ``socket_handler`` takes WebSocket messages of the types it
@@ -162,6 +165,16 @@ class Source(abc.ABC):
         A benchmark module has ``run(config, **options) -> dict`` and ``to_markdown(result) -> str``.
         """
         return {}
+
+    @classmethod
+    def scope_of(cls, tree_source: str) -> str | None:
+        """The scope (:mod:`ambient.scopes`) of a tree this place makes, from the tree's ``source``.
+
+        None: not one of this place's trees. A private place answers a bare name (the person's
+        private places see one another); a place shared with other people answers ``kind:id``,
+        a wall of its own. The place creates its trees with this scope.
+        """
+        return None
 
     # ----------------------------------------------------------- lifecycle
     @classmethod

@@ -122,10 +122,11 @@ class Tree:
     id: str
     root_id: str
     title: str
-    source: str  # where it comes from: "cli", "ui", "loom", "note:<path>", "discord:<channel>", ...
+    source: str  # where it comes from: "cli", "ui", "loom", "note:<path>", "discord:<server>/<channel>", ...
     created_at: float
     updated_at: float
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    scope: str = "cli"  # the wall it stands behind (ambient/scopes.py): "notes", "discord:<server>", ...
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

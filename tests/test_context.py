@@ -14,6 +14,7 @@ from ambient.config import ContextSection, load_config
 from ambient.context import ContextBuilder, Fragment
 from ambient.memory.embedder import resolve_embedder_path
 from ambient.offers import make_offer, options_from
+from ambient.scopes import View
 from tests.fakes import FakeSampler
 
 SOURCE = (
@@ -37,11 +38,18 @@ class ListRetriever:
     def __init__(self, fragments: list[Fragment]) -> None:
         self.fragments = fragments
         self.calls: list[tuple[str, int, set[str]]] = []
+        self.views: list[View | None] = []
 
     def __call__(
-        self, query: str, k: int, exclude_tree_id: str | None = None, exclude_node_ids: Collection[str] = ()
+        self,
+        query: str,
+        k: int,
+        exclude_tree_id: str | None = None,
+        exclude_node_ids: Collection[str] = (),
+        view: View | None = None,
     ) -> list[Fragment]:
         self.calls.append((query, k, set(exclude_node_ids)))
+        self.views.append(view)
         return [f for f in self.fragments if f.node_id not in exclude_node_ids][:k]
 
 

@@ -27,7 +27,7 @@ def _offer(store: TreeStore, parent_id: str, n: int = 3):
 
 
 def test_sqlite_settings_and_migrations(store: TreeStore, tmp_path: Path) -> None:
-    assert store.migrations() == ["0001_initial"]
+    assert store.migrations() == ["0001_initial", "0002_tree_scopes"]
     db = sqlite3.connect(tmp_path / "a.sqlite3")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
@@ -39,7 +39,7 @@ def test_reopening_keeps_data_and_does_not_migrate_twice(tmp_path: Path) -> None
         _tree, root = s.create_tree("Hello")
     with TreeStore(tmp_path / "s.db") as s:
         assert s.get_node(root.id).text == "Hello"
-        assert s.migrations() == ["0001_initial"]
+        assert s.migrations() == ["0001_initial", "0002_tree_scopes"]
 
 
 def test_tree_offer_pick_and_ancestry(store: TreeStore) -> None:

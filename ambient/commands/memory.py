@@ -7,10 +7,12 @@ import json
 import sys
 from typing import Any
 
+from ambient import places
 from ambient.app import App
 from ambient.context import Fragment
 from ambient.errors import MemoryUnavailable, NotFound
 from ambient.memory_api import MemoryIndexProtocol
+from ambient.scopes import view_for
 from ambient.tree import Node
 
 
@@ -24,6 +26,12 @@ def register(sub: Any) -> None:
     p.add_argument("-k", type=int, default=5, help="how many results (1..200, default 5)")
     p.add_argument("--status", choices=["picked", "offered", "pruned"], help="only nodes with this status")
     p.add_argument("--source", help="only trees from this source (e.g. loom, cli, note:PATH)")
+    p.add_argument(
+        "--scope",
+        metavar="PLACE",
+        help="only what an offer made in PLACE could retrieve, PLACE written as trees name their source "
+        "(e.g. note:PATH, discord:SERVER/CHANNEL, speech:SESSION, ui, cli)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_search)
 
@@ -46,7 +54,11 @@ def cmd_search(args: argparse.Namespace, app: App) -> int:
     query = check_query(args.query)
     memory = _memory(app)
     app.index_pending()  # nodes written since the last sync become findable first
-    fragments = memory.search(query, args.k, status=args.status, source=args.source)
+    view = None
+    if args.scope is not None:
+        share, pruned = app.config.memory.share, app.config.memory.include_pruned
+        view = view_for(places.scope_of(args.scope), share, pruned)
+    fragments = memory.search(query, args.k, status=args.status, source=args.source, view=view)
     results = [r for r in (_result(app, f) for f in fragments) if r is not None]
     if args.json:
         print(json.dumps(results, ensure_ascii=False, indent=2))
@@ -58,7 +70,7 @@ def cmd_search(args: argparse.Namespace, app: App) -> int:
     for i, r in enumerate(results, 1):
         print(
             f"{i}. {r['score']:.3f}  node {r['node_id'][:12]}  tree {r['tree_id'][:12]}  "
-            f"{r['status']}  {r['source']}"
+            f"{r['status']}  {r['source']}  [{r['scope']}]"
         )
         print("   path: " + " > ".join(a[:8] for a in r["ancestry"]))
         print("   " + _preview(r["lead"], r["text"]))
@@ -80,6 +92,7 @@ def _result(app: App, fragment: Fragment) -> dict[str, Any] | None:
         "ancestry": [n.id for n in ancestry],
         "status": str(node.status),
         "source": fragment.source,
+        "scope": fragment.scope,
         "lead": fragment.lead,
     }
 

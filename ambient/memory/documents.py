@@ -23,6 +23,9 @@ text) changed: embed again; ``doc_hash`` (the stored document) changed: store
 the new document with the old vector; only other metadata (status, times)
 changed: update the metadata. ``text_hash`` (the node's own text) changing
 means the descendants' leads must be rebuilt too.
+
+The metadata carries the tree's ``scope`` and ``wall`` (:mod:`ambient.scopes`), so
+retrieval can keep each place's material inside its walls with a plain filter.
 """
 
 from __future__ import annotations
@@ -32,14 +35,18 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
+from ambient.scopes import wall_of
 from ambient.store import TreeStore
-from ambient.tree import Node
+from ambient.tree import Node, Tree
 
 LEAD_CHARS = 240
 MAX_TEXT_CHARS = 4000
 EMBED_LEAD_BELOW = 40
 EMBED_LEAD_CHARS = 120
 DOC_VERSION = 2  # bump when the document layout changes: every hash changes with it
+# Bump when only the metadata changes (e.g. scopes were added): the next sync compares every entry
+# and rewrites metadata, without embedding anything again.
+METADATA_VERSION = 2
 _CACHE_LIMIT = 200_000
 
 
@@ -72,7 +79,7 @@ def digest(*parts: str) -> str:
 
 
 class DocBuilder:
-    """Builds :class:`Doc` objects, caching the tails of ancestors and the trees' sources.
+    """Builds :class:`Doc` objects, caching the tails of ancestors and the trees.
 
     One builder lives for one sync; it reads the store only for parents it has
     not seen yet.
@@ -82,7 +89,7 @@ class DocBuilder:
         self.store = store
         self.identity = embedder_identity
         self._tails: dict[str, tuple[str | None, str]] = {}
-        self._sources: dict[str, str] = {}
+        self._trees: dict[str, Tree] = {}
 
     def remember(self, nodes: Iterable[Node]) -> None:
         if len(self._tails) > _CACHE_LIMIT:
@@ -105,7 +112,9 @@ class DocBuilder:
             "status": str(node.status),
             "author": node.author.kind,
             "author_name": node.author.name,
-            "source": self.source(node.tree_id),
+            "source": self.tree(node.tree_id).source,
+            "scope": self.tree(node.tree_id).scope,
+            "wall": wall_of(self.tree(node.tree_id).scope),
             "created_at": node.created_at,
             "updated_at": node.updated_at,
             "lead_chars": len(lead),
@@ -138,11 +147,10 @@ class DocBuilder:
             self._tails[node_id] = found
         return found
 
-    def source(self, tree_id: str) -> str:
-        found = self._sources.get(tree_id)
+    def tree(self, tree_id: str) -> Tree:
+        found = self._trees.get(tree_id)
         if found is None:
-            found = self.store.get_tree(tree_id).source
-            self._sources[tree_id] = found
+            found = self._trees[tree_id] = self.store.get_tree(tree_id)
         return found
 
 

@@ -30,12 +30,14 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
+from ambient import scopes
 from ambient.context import Fragment, Retriever
 from ambient.errors import InvalidInput, MemoryUnavailable
 from ambient.fsutil import write_atomic
-from ambient.memory.documents import DOC_VERSION, Doc, DocBuilder, descendants
+from ambient.memory.documents import DOC_VERSION, METADATA_VERSION, Doc, DocBuilder, descendants
 from ambient.memory.embedder import AmbientEmbeddingFunction, Embedder
 from ambient.memory.location import Location
+from ambient.scopes import View
 from ambient.store import TreeStore
 from ambient.tree import Node, Status
 
@@ -56,6 +58,7 @@ class SyncState:
     embedder: str = ""
     doc_version: int = DOC_VERSION
     nodes: int = 0  # the store's node count at the last sync: fewer now means another store
+    metadata_version: int = 1  # what the entries' metadata holds (1: before scopes)
 
 
 class MemoryIndex:
@@ -115,18 +118,20 @@ class MemoryIndex:
 
     # ----------------------------------------------------------------- state
     def _load_state(self) -> SyncState:
-        fresh = SyncState(0, str(self._collection.id), self.embedder.identity)
+        identity = self.embedder.identity
+        fresh = SyncState(0, str(self._collection.id), identity, metadata_version=METADATA_VERSION)
         try:
             raw = json.loads(self.location.state_path.read_text(encoding="utf-8"))
             state = SyncState(**raw)
         except (OSError, ValueError, TypeError):
             return fresh
-        if (state.collection_id, state.embedder, state.doc_version) != (
+        if (state.collection_id, state.embedder, state.doc_version, state.metadata_version) != (
             fresh.collection_id,
             fresh.embedder,
             fresh.doc_version,
+            fresh.metadata_version,
         ):
-            return fresh
+            return fresh  # a full pass: entries are compared by hash, only what changed is embedded
         return state
 
     def _save_state(self) -> None:
@@ -179,7 +184,9 @@ class MemoryIndex:
                     if self.location.collection in names:
                         self._client.delete_collection(self.location.collection)
             self._collection = self._open_collection()
-            self._state = SyncState(0, str(self._collection.id), self.embedder.identity)
+            self._state = SyncState(
+                0, str(self._collection.id), self.embedder.identity, metadata_version=METADATA_VERSION
+            )
             self._save_state()
             return self.sync(store, progress)
 
@@ -265,12 +272,16 @@ class MemoryIndex:
         source: str | None = None,
         exclude_tree_id: str | None = None,
         exclude_node_ids: Collection[str] = (),
+        view: View | None = None,
     ) -> list[Fragment]:
-        """The ``k`` nodes nearest in meaning to ``query``, best first; score = cosine similarity."""
+        """The ``k`` nodes nearest in meaning to ``query``, best first; score = cosine similarity.
+
+        With ``view``, only what an offer in that scope may retrieve (:mod:`ambient.scopes`).
+        """
         query = check_query(query)
         if not 1 <= k <= MAX_K:
             raise InvalidInput(f"k must be between 1 and {MAX_K}, got {k}")
-        where = _where(status, source, exclude_tree_id, exclude_node_ids)
+        where = _where(status, source, exclude_tree_id, exclude_node_ids, view)
         vector = self.embedder.embed([query])
         with self.location.guard("searched"):
             found = self._collection.query(
@@ -288,7 +299,11 @@ class MemoryIndex:
         """The ContextBuilder's view: never raises for an empty query, clamps long ones."""
 
         def retrieve(
-            query: str, k: int, exclude_tree_id: str | None = None, exclude_node_ids: Collection[str] = ()
+            query: str,
+            k: int,
+            exclude_tree_id: str | None = None,
+            exclude_node_ids: Collection[str] = (),
+            view: View | None = None,
         ) -> list[Fragment]:
             text = query[-MAX_QUERY_CHARS:]
             if not text.strip():
@@ -298,6 +313,7 @@ class MemoryIndex:
                 max(1, min(k, MAX_K)),
                 exclude_tree_id=exclude_tree_id,
                 exclude_node_ids=exclude_node_ids,
+                view=view,
             )
 
         return retrieve
@@ -364,9 +380,13 @@ def _changes(store: TreeStore, version: int, limit: int) -> list[tuple[int, Node
 
 
 def _where(
-    status: str | None, source: str | None, exclude_tree_id: str | None, exclude_node_ids: Collection[str]
+    status: str | None,
+    source: str | None,
+    exclude_tree_id: str | None,
+    exclude_node_ids: Collection[str],
+    view: View | None = None,
 ) -> dict[str, Any] | None:
-    clauses: list[dict[str, Any]] = []
+    clauses: list[dict[str, Any]] = [scopes.where(view)] if view is not None else []
     if status is not None:
         if status not in {str(s) for s in Status}:
             raise InvalidInput(f"status must be one of picked, offered, pruned; got {status!r}")
@@ -394,4 +414,5 @@ def _fragment(node_id: str, document: str | None, meta: Any, distance: float) ->
         status=str(meta.get("status", "")),
         source=str(meta.get("source", "")),
         lead=document[:lead],
+        scope=str(meta.get("scope", "")),
     )

@@ -14,7 +14,15 @@ from typing import Any
 from ambient.errors import InvalidInput, NotFound
 from ambient.sampling.base import Token
 from ambient.store.connection import StoreConnection
-from ambient.store.rows import NODE_COLUMNS, dumps, node_from_row, node_to_row, tree_from_row, tree_to_row
+from ambient.store.rows import (
+    NODE_COLUMNS,
+    TREE_COLUMNS,
+    dumps,
+    node_from_row,
+    node_to_row,
+    tree_from_row,
+    tree_to_row,
+)
 from ambient.tree import HUMAN, Author, Node, Status, Tree, new_id, now
 
 _ID_CHARS = re.compile(r"[A-Za-z0-9-]+")
@@ -34,20 +42,24 @@ class NodeStore(StoreConnection):
         *,
         title: str = "",
         source: str = "cli",
+        scope: str = "cli",
         author: Author | None = None,
         meta: dict[str, Any] | None = None,
         tree_id: str | None = None,
         root_id: str | None = None,
     ) -> tuple[Tree, Node]:
-        """A new tree whose root holds ``text`` (written by a person unless said otherwise)."""
+        """A new tree whose root holds ``text`` (written by a person unless said otherwise).
+
+        ``scope`` is the wall the tree stands behind (:mod:`ambient.scopes`), given by its place.
+        """
         tree_id = tree_id or new_id()
         root_id = root_id or new_id()
         t = now()
         title = title or _title_from(text)
         with self._tx() as db:
             db.execute(
-                "INSERT INTO trees VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (tree_id, root_id, title, source, t, t, dumps(meta or {})),
+                f"INSERT INTO trees ({TREE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (tree_id, root_id, title, source, t, t, dumps(meta or {}), scope),
             )
             root = self._insert_node(
                 db, tree_id, None, text, author or Author(HUMAN), Status.PICKED, node_id=root_id
@@ -249,7 +261,7 @@ class NodeStore(StoreConnection):
     def import_nodes(self, tree: Tree, nodes: Sequence[Node]) -> None:
         """Insert a whole tree at once (Loom import); parents come before children."""
         with self._tx() as db:
-            db.execute("INSERT INTO trees VALUES (?, ?, ?, ?, ?, ?, ?)", tree_to_row(tree))
+            db.execute(f"INSERT INTO trees ({TREE_COLUMNS}) VALUES ({', '.join('?' * 8)})", tree_to_row(tree))
             self._insert_rows(db, nodes)
         self._notify("created", nodes)
 

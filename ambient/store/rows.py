@@ -25,6 +25,9 @@ def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+TREE_COLUMNS = "id, root_id, title, source, created_at, updated_at, meta, scope"
+
+
 def tree_to_row(tree: Tree) -> tuple[Any, ...]:
     """The values of a ``trees`` row, in column order."""
     return (
@@ -35,6 +38,7 @@ def tree_to_row(tree: Tree) -> tuple[Any, ...]:
         tree.created_at,
         tree.updated_at,
         dumps(tree.meta),
+        tree.scope,
     )
 
 
@@ -47,6 +51,7 @@ def tree_from_row(r: sqlite3.Row) -> Tree:
         created_at=r["created_at"],
         updated_at=r["updated_at"],
         meta=json.loads(r["meta"]),
+        scope=r["scope"],
     )
 
 

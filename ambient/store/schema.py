@@ -80,6 +80,25 @@ MIGRATIONS: list[tuple[str, str]] = [
         INSERT INTO counters VALUES ('node_version', 0);
         """,
     ),
+    (
+        # Every tree stands behind a wall (ambient/scopes.py). Trees made before scopes existed get
+        # the scope their place gives today, read from the source formats those places wrote.
+        "0002_tree_scopes",
+        """
+        ALTER TABLE trees ADD COLUMN scope TEXT NOT NULL DEFAULT 'cli';
+        UPDATE trees SET scope = CASE
+            WHEN source LIKE 'note:%' THEN 'notes'
+            WHEN source LIKE 'speech:%' THEN 'speech'
+            WHEN source = 'ui' THEN 'ui'
+            WHEN source = 'loom' THEN 'import'
+            WHEN source LIKE 'discord:%/%'
+                THEN 'discord:' || substr(source, 9, instr(substr(source, 9), '/') - 1)
+            WHEN source LIKE 'discord:%' THEN source
+            ELSE 'cli'
+        END;
+        CREATE INDEX trees_scope ON trees(scope);
+        """,
+    ),
 ]
 
 

@@ -19,6 +19,19 @@ from integrations.discord.transcript import META_KEY, ChatLine, TimelineIndex, i
 SOURCE_PREFIX = "discord:"
 
 
+def server_scope(guild_id: int) -> str:
+    """A Discord server is a wall of its own: its offers see only its own trees (ambient/scopes.py)."""
+    return f"discord:{guild_id}"
+
+
+def scope_of_source(tree_source: str) -> str | None:
+    """The scope of a tree named ``discord:<server>/<channel>`` (None: not a Discord tree)."""
+    if not tree_source.startswith(SOURCE_PREFIX):
+        return None
+    guild = tree_source[len(SOURCE_PREFIX) :].split("/", 1)[0]
+    return server_scope(int(guild)) if guild.isdigit() else None
+
+
 def tree_source(guild_id: int, channel_id: int) -> str:
     """The ``source`` of a channel's tree: one tree per channel; its threads are branches of it."""
     return f"{SOURCE_PREFIX}{guild_id}/{channel_id}"
@@ -90,7 +103,12 @@ class ChannelTrees:
             if tree is None:
                 meta = {META_KEY: {"guild": str(place.guild_id), "channel": str(place.channel_id)}}
                 tree, _ = self.store.create_tree(
-                    "", title=place.title or source, source=source, author=Author(HUMAN, "discord"), meta=meta
+                    "",
+                    title=place.title or source,
+                    source=source,
+                    scope=server_scope(place.guild_id),
+                    author=Author(HUMAN, "discord"),
+                    meta=meta,
                 )
             self._trees[source] = (tree.id, tree.root_id)
             return self._trees[source]

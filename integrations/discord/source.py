@@ -13,6 +13,7 @@ import discord
 from ambient.errors import AmbientError
 from ambient.sources import Hub, Source
 from integrations.discord.bot import AmbientBot
+from integrations.discord.branches import scope_of_source
 from integrations.discord.options import DiscordOptions
 
 _LOGGER = logging.getLogger(__name__)
@@ -26,6 +27,10 @@ class DiscordSource(Source):
     name: ClassVar[str] = "discord"
     options_class: ClassVar[type[Any]] = DiscordOptions
     autostart: ClassVar[bool] = True  # without a token, `ambient run` says how to turn it on
+
+    @classmethod
+    def scope_of(cls, tree_source: str) -> str | None:
+        return scope_of_source(tree_source)  # discord:<server>: each server is a wall of its own
 
     @classmethod
     def benchmarks(cls) -> Mapping[str, str]:

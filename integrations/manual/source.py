@@ -23,6 +23,7 @@ from ambient.validation import Route
 from integrations.manual.routes import ROUTES
 
 TREE_SOURCE = "ui"
+SCOPE = "ui"  # a private place
 NO_OVERRIDES = Overrides()
 MAX_TEXT_CHARS = 200_000
 
@@ -36,6 +37,10 @@ class ManualSource(Source):
     name: ClassVar[str] = "manual"
     options_class: ClassVar[type[Any]] = ManualOptions
     autostart: ClassVar[bool] = True  # the web UI's own input
+
+    @classmethod
+    def scope_of(cls, tree_source: str) -> str | None:
+        return SCOPE if tree_source == TREE_SOURCE else None
 
     @classmethod
     def routes(cls) -> Sequence[Route]:
@@ -58,7 +63,9 @@ class ManualSource(Source):
         _check_text(text)
         store = self.hub.app.store
         tree, root = await self.hub.run_blocking(
-            functools.partial(store.create_tree, text, title=title.strip()[:200], source=TREE_SOURCE)
+            functools.partial(
+                store.create_tree, text, title=title.strip()[:200], source=TREE_SOURCE, scope=SCOPE
+            )
         )
         if offer:
             await self._offer_at(root.id, overrides)

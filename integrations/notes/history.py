@@ -35,11 +35,8 @@ the text it writes, so the watcher knows that write is ambient's own).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from ambient.store import TreeStore
@@ -47,21 +44,9 @@ from ambient.tree import HUMAN, Author, Node, Offer, Status, Tree
 from integrations.notes.notes import find_change, text_sha
 
 SOURCE_PREFIX = "note:"
+SCOPE = "notes"  # a private place: notes, speech and typed text see one another
 WINDOW = 200  # characters kept before and after a point, to recognise it on accept
 EXPECT_TTL_S = 120.0  # an accept's expected write older than this no longer counts
-
-_locks: dict[str, threading.Lock] = {}
-_locks_guard = threading.Lock()
-
-
-@contextlib.contextmanager
-def note_lock(path: str) -> Iterator[None]:
-    """Serialise version recording and accepting for one note within this process."""
-    with _locks_guard:
-        lock = _locks.setdefault(path, threading.Lock())
-    with lock:
-        yield
-
 
 def tree_source(path: str) -> str:
     return SOURCE_PREFIX + path
@@ -146,6 +131,7 @@ class NoteHistory:
             "",
             title=name,
             source=tree_source(path),
+            scope=SCOPE,
             meta={"kind": "note", "path": path, "sidecar": sidecar},
         )
         return tree

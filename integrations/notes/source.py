@@ -13,12 +13,15 @@ again.
 When an offer for a note finishes, its sidecar is rewritten
 (:mod:`integrations.notes.sidecar`). The source never writes a note: only
 :meth:`NotesSource.accept` does, when a person asks (:mod:`integrations.notes.accept`).
-A save that is ambient's own accept is recognised and offers nothing.
+A save that is ambient's own accept is recognised and offers nothing. A link
+whose real target is outside the watched folders is never read
+(:mod:`integrations.notes.walls`): skipped with one log line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -34,14 +37,15 @@ from ambient.tree import Offer
 from ambient.validation import Route
 from integrations.notes import sidecar
 from integrations.notes.accept import Accepted, accept_node
-from integrations.notes.history import NoteHistory, Recorded, is_note_tree, note_lock
+from integrations.notes.history import SCOPE, SOURCE_PREFIX, NoteHistory, Recorded, is_note_tree
 from integrations.notes.notes import NoteText, NoteUnreadable, read_note
 from integrations.notes.options import NotesOptions
+from integrations.notes.walls import LOCK_DIR, Walls, config_base, folder_path
 from integrations.notes.watcher import NoteFilter, NoteWatcher
 
 _LOGGER = logging.getLogger(__name__)
 
-OWN_DIRS = ("sidecars", "models", "memory")  # ambient's own folders under AMBIENT_HOME, never notes
+OWN_DIRS = ("sidecars", "models", "memory", LOCK_DIR)  # ambient's own folders under AMBIENT_HOME, never notes
 
 
 @dataclasses.dataclass
@@ -58,6 +62,10 @@ class NotesSource(Source):
     options_class: ClassVar[type[Any]] = NotesOptions
     aliases: ClassVar[tuple[str, ...]] = ("files",)  # the table's name before 0.2
     options: NotesOptions
+
+    @classmethod
+    def scope_of(cls, tree_source: str) -> str | None:
+        return SCOPE if tree_source.startswith(SOURCE_PREFIX) else None
 
     @classmethod
     def routes(cls) -> Sequence[Route]:
@@ -83,6 +91,7 @@ class NotesSource(Source):
         super().__init__(hub, options)
         self.folders: list[Path] = []
         self.filter: NoteFilter | None = None
+        self.walls = Walls((), Path(hub.app.config.home) / LOCK_DIR, options.max_bytes)
         self.watcher: NoteWatcher | None = None
         self.counts = _Counts()
         self._queue: asyncio.Queue[str] = asyncio.Queue()
@@ -98,8 +107,9 @@ class NotesSource(Source):
     # -------------------------------------------------------------- lifecycle
     async def setup(self) -> None:
         config = self.hub.app.config
-        base = config.file.parent if config.file is not None else Path.cwd()
+        base = config_base(config)
         self.folders = [resolve_folder(f, base) for f in self.options.folders]
+        self.walls = Walls.of(self.folders, config.home, self.options.max_bytes)
         home = Path(os.path.realpath(config.home))
         self.filter = NoteFilter(
             self.folders, self.options.globs, self.options.ignore, ignore_dirs=[home / d for d in OWN_DIRS]
@@ -167,24 +177,28 @@ class NotesSource(Source):
 
     def prepare(self, path: str) -> Recorded | None:
         """Blocking: read the note and record it as a new version (None: skipped or ambient's own write)."""
+        real = self.walls.inside(path)  # outside: no lock to take, and _read refuses it
+        with self.walls.lock(real) if real is not None else contextlib.nullcontext():
+            return self._record(path)
+
+    def _record(self, path: str) -> Recorded | None:
         note = self._read(path)
         if note is None:
             return None
         history = NoteHistory(self.hub.app.store)
-        with note_lock(path):
-            tree = history.find_tree(path)
-            if tree is not None and history.is_expected(tree, note.sha256):
-                self.counts.own_writes += 1  # an accept is writing this; it records the version itself
-                return None
-            offer = tree is not None or self.options.offer_on_first_sight
-            recorded = history.record(path, note.text, offer=offer, sidecar=self._sidecar_for(path))
+        tree = history.find_tree(path)
+        if tree is not None and history.is_expected(tree, note.sha256):
+            self.counts.own_writes += 1  # an accept is writing this; it records the version itself
+            return None
+        offer = tree is not None or self.options.offer_on_first_sight
+        recorded = history.record(path, note.text, offer=offer, sidecar=self._sidecar_for(path))
         self.counts.changes += recorded.changed
         self.counts.unchanged += not recorded.changed
         return recorded
 
     def _read(self, path: str) -> NoteText | None:
         try:
-            note = read_note(Path(path), self.options.max_bytes)
+            note = read_note(Path(path), self.options.max_bytes, self.walls.folders)
         except NoteUnreadable as exc:
             self.counts.skipped += 1
             if self._skipped.get(path) != exc.reason:
@@ -236,7 +250,7 @@ class NotesSource(Source):
 
     async def accept(self, node_id: str) -> Accepted:
         """A person asked to take ``node_id`` into its note (the API's accept route calls this)."""
-        work = functools.partial(accept_node, self.hub.app.store, node_id, max_bytes=self.options.max_bytes)
+        work = functools.partial(accept_node, self.hub.app.store, node_id, self.walls)
         result: Accepted = await self.hub.run_blocking(work)
         self.hub.publish("note_accepted", result.as_dict())
         return result
@@ -244,9 +258,7 @@ class NotesSource(Source):
 
 def resolve_folder(raw: str, base: Path) -> Path:
     """A watched folder as an absolute real path; a clear error if it is missing or unreadable."""
-    folder = Path(raw).expanduser()
-    if not folder.is_absolute():
-        folder = base / folder
+    folder = folder_path(raw, base)
     if not folder.exists():
         raise AmbientError(
             f"watched folder {folder} does not exist: create it (mkdir -p {folder}) "

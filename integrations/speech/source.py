@@ -71,10 +71,18 @@ class _Session:
     behind: bool = False  # audio was dropped since the inbox was last emptied
 
 
+SOURCE_PREFIX = "speech:"
+SCOPE = "speech"  # a private place: what you say sees your notes and typed text, and they see it
+
+
 class SpeechSource(Source):
     name: ClassVar[str] = "speech"
     options_class: ClassVar[type[Any]] = SpeechOptions
     socket_handler: ClassVar[type[SocketHandler] | None] = SpeechSocket
+
+    @classmethod
+    def scope_of(cls, tree_source: str) -> str | None:
+        return SCOPE if tree_source.startswith(SOURCE_PREFIX) else None
 
     @classmethod
     def add_commands(cls, sub: Any) -> None:
@@ -298,7 +306,8 @@ class SpeechSource(Source):
             tree, root = store.create_tree(
                 text,
                 title=title,
-                source=f"speech:{session.id}",
+                source=f"{SOURCE_PREFIX}{session.id}",
+                scope=SCOPE,
                 author=SPEAKER,
                 meta={"session": session.id, "input": session.kind},
             )
