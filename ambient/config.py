@@ -6,7 +6,8 @@ variables, the TOML file, the defaults below.
 Each TOML table maps to one typed dataclass section. Environment variables are
 named ``AMBIENT_<SECTION>_<KEY>`` (for example ``AMBIENT_SAMPLING_N=8``); a few
 short aliases exist (``AMBIENT_HOME``, ``AMBIENT_MODEL``). Unknown keys and bad
-values raise :class:`ConfigError` naming the key and how to fix it.
+values raise :class:`ConfigError` naming the key and how to fix it, and so does
+plain ``http://`` to another host without ``allow_plain_http`` (:mod:`ambient.remote`).
 
 Integrations declare their own options dataclass and parse their table with
 :func:`parse_section`, so every option in ambient is validated the same way.
@@ -23,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ambient import remote
 from ambient.errors import ConfigError
 
 T = TypeVar("T")
@@ -53,6 +55,7 @@ class ModelSection:
     api_key: str = dataclasses.field(default="", repr=False)  # openai backend; never logged, never in repr
     context_length: int = 0  # openai backend: 0 = ask the server (else 2048)
     timeout: float = 60.0  # openai backend: seconds to wait for the server's next byte
+    allow_plain_http: bool = False  # true: base_url may be http:// to another host (prompts unencrypted)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +80,7 @@ class MemorySection:
 
     enabled: bool = True
     url: str = ""  # empty = embedded chromadb under AMBIENT_HOME; else a Chroma server
+    allow_plain_http: bool = False  # true: url may be http:// to another host (node texts unencrypted)
     collection: str = "ambient-nodes"
     embedder: str = "default"  # "default" = all-MiniLM-L6-v2, or a folder
     k: int = 4  # fragments retrieved per context
@@ -139,7 +143,9 @@ class Config:
                 changes[section] = dataclasses.replace(current, **{field: value})
             else:
                 changes[key] = value
-        return dataclasses.replace(self, **changes)
+        changed = dataclasses.replace(self, **changes)
+        remote.check(changed)
+        return changed
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -181,7 +187,9 @@ def load_config(
     sources: dict[str, dict[str, Any]] = {k: dict(v) for k, v in data.get("sources", {}).items()}
     _apply_env(env, tables, sources)
     sections = {name: parse_section(cls, tables[name], name) for name, cls in _SECTIONS.items()}
-    return Config(home=home, sources=sources, file=file, **sections)
+    config = Config(home=home, sources=sources, file=file, **sections)
+    remote.check(config)
+    return config
 
 
 def _read_toml(file: Path) -> dict[str, Any]:

@@ -44,6 +44,8 @@ def test_sources_tables_and_env(tmp_path: Path) -> None:
         ("[samplin]\nn = 3\n", "unknown table [samplin]"),
         ('[sampling]\nn = "many"\n', "sampling.n must be int"),
         ("[sampling\n", "not valid TOML"),
+        ('[memory]\nurl = "http://chroma.example:8000"\n', "memory.url = 'http://chroma.example:8000' would"),
+        ('[memory]\nallow_plain_http = "maybe"\n', "memory.allow_plain_http must be bool"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, toml: str, message: str) -> None:
@@ -74,3 +76,14 @@ def test_replace_sections(tmp_path: Path) -> None:
     changed = config.replace(model__path="/tiny", sampling__n=2)
     assert changed.model.path == "/tiny" and changed.sampling.n == 2
     assert config.model.path == "default"
+
+
+def test_plain_http_allowance_from_file_and_environment(tmp_path: Path) -> None:
+    (tmp_path / "ambient.toml").write_text(
+        '[model]\nbackend = "openai"\nbase_url = "http://gpu.example:8000"\nallow_plain_http = true\n'
+    )
+    config = load_config(env={"AMBIENT_HOME": str(tmp_path)})
+    assert config.model.allow_plain_http and config.model.base_url == "http://gpu.example:8000"
+    assert not config.memory.allow_plain_http  # off by default
+    with pytest.raises(ConfigError, match="model.base_url = 'http://gpu.example:8000' would send text"):
+        load_config(env={"AMBIENT_HOME": str(tmp_path), "AMBIENT_MODEL_ALLOW_PLAIN_HTTP": "false"})

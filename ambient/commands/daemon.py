@@ -14,6 +14,7 @@ import webbrowser
 from pathlib import Path
 from typing import Any
 
+from ambient import remote
 from ambient.app import App
 from ambient.errors import InvalidInput
 from ambient.fsutil import write_atomic
@@ -81,6 +82,8 @@ def _announce(server: Server) -> None:
     print(f"ambient is running: {server.url}", flush=True)
     for name, problem in daemon.sources.problems.items():
         print(f"  source {name}: {problem}", file=sys.stderr)
+    for line in remote.announcements(daemon.app.config):
+        print(f"  {line}", file=sys.stderr)
     if daemon.app.memory_warning:
         print(f"  {daemon.app.memory_warning}", file=sys.stderr)
     print("  open the URL above in a browser; Ctrl-C stops", file=sys.stderr, flush=True)

@@ -17,10 +17,11 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from ambient import remote
 from ambient.config import Config
 from ambient.errors import AmbientError, ConfigError, MemoryUnavailable
+from ambient.home import private_dir
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
@@ -109,17 +110,8 @@ class Location:
             raise
 
     def _server_address(self) -> tuple[str, int, bool]:
-        parts = urlsplit(self.url if "://" in self.url else f"http://{self.url}")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(
-                f"memory.url {self.url!r} is not a Chroma server address: use http://HOST:PORT "
-                "(or leave it empty for the embedded index)"
-            )
-        try:
-            port = parts.port or (443 if parts.scheme == "https" else 8000)
-        except ValueError:
-            raise ConfigError(f"memory.url {self.url!r} has a bad port: use http://HOST:PORT") from None
-        return parts.hostname, port, parts.scheme == "https"
+        address = remote.memory_address(self.url)
+        return address.host, address.port, not address.plain
 
     def _check_folder(self) -> None:
         folder = self.folder
@@ -128,7 +120,7 @@ class Location:
                 f"the memory index path {folder} is not a folder: move it away, or run `ambient reindex`"
             )
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            private_dir(folder)  # 0700: the index holds what was written and offered
         except OSError as exc:
             raise MemoryUnavailable(
                 f"cannot create the memory index folder {folder} ({exc.strerror}): make AMBIENT_HOME "
