@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from ambient import remote
 from ambient.errors import ConfigError
+from ambient.scopes import check_share
 
 T = TypeVar("T")
 
@@ -85,6 +86,13 @@ class MemorySection:
     embedder: str = "default"  # "default" = all-MiniLM-L6-v2, or a folder
     k: int = 4  # fragments retrieved per context
     min_score: float = 0.25
+    # Opt-in openings in the walls between places (ambient/scopes.py): a scope -> the scopes (or
+    # "private") its offers may also retrieve from, e.g. "discord:123" = ["notes"]. Off by default.
+    share: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    include_pruned: bool = False  # let pruned nodes be retrieved too
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "share", check_share(self.share))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,8 +19,9 @@ from ambient.app import App
 from ambient.errors import InvalidInput
 from ambient.fsutil import write_atomic
 from ambient.picklog import dpo_pairs, offer_records
+from ambient.scopes import describe_sharing
 from ambient.security import read_token
-from ambient.server import RUNTIME_FILE, Server, serve
+from ambient.server import RUNTIME_FILE, Server, page_url, serve
 
 
 def register(sub: Any) -> None:
@@ -84,6 +85,8 @@ def _announce(server: Server) -> None:
         print(f"  source {name}: {problem}", file=sys.stderr)
     for line in remote.announcements(daemon.app.config):
         print(f"  {line}", file=sys.stderr)
+    for line in describe_sharing(daemon.config.memory.share):  # every opening in the walls
+        print(f"  {line}", file=sys.stderr)
     if daemon.app.memory_warning:
         print(f"  {daemon.app.memory_warning}", file=sys.stderr)
     print("  open the URL above in a browser; Ctrl-C stops", file=sys.stderr, flush=True)
@@ -130,7 +133,7 @@ def fetch_status(home: Path, timeout: float = 3.0) -> dict[str, Any] | None:
             data: dict[str, Any] = json.loads(response.read())
     except (urllib.error.URLError, OSError, ValueError):
         return None
-    data["url"] = f"http://127.0.0.1:{port}/?token={token}"
+    data["url"] = page_url("127.0.0.1", port, token)
     return data
 
 
