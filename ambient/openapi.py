@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of the daemon's API, served at ``/api/openapi.json``.
 
-Paths come from the routes the server serves (the core's :data:`ambient.api.ROUTES`
-and each place's), the same declarations that validate requests; the data
+Paths come from the routes the server serves (the core's, in :mod:`ambient.api` and
+:mod:`ambient.api_memory`, and each place's), the same declarations that validate requests; the data
 shapes are the component schemas below, kept equal to what ``Node.as_dict()``,
 ``Tree.as_dict()`` and ``Offer.as_dict()`` return. A place's route brings the
 components of its own shapes (:attr:`ambient.validation.Route.schemas`).
@@ -215,11 +215,9 @@ def _field_schema(field: Any) -> Schema:
     return schema
 
 
-def _errors(codes: tuple[int, ...]) -> dict[str, Any]:
+def _errors(codes: tuple[int, ...], common: tuple[int, ...] = COMMON_ERRORS) -> dict[str, Any]:
     error = {"application/json": {"schema": _ref("Error")}}
-    return {
-        str(c): {"description": ERROR_TEXT[c], "content": error} for c in sorted({*codes, *COMMON_ERRORS})
-    }
+    return {str(c): {"description": ERROR_TEXT[c], "content": error} for c in sorted({*codes, *common})}
 
 
 def _operation(route: Route) -> Schema:
@@ -275,6 +273,12 @@ EVENT_TYPES = (
     "source_status",
 )
 EVENTS_DESCRIPTION = (
+    "Signing in: a browser cannot give a WebSocket headers, so the first message is the text "
+    '{"type": "auth", "token": TOKEN}; until it comes the socket receives nothing. A missing or wrong '
+    "token, or no such message within 10 s, closes the socket with code 4401 and a reason saying why. "
+    "A client that can set headers may send Authorization: Bearer TOKEN with the handshake instead "
+    "(then no auth message); a token in the URL (?token=) is refused (401). A message over 64 KiB "
+    "closes the socket with code 1009 and a reason.\n\n"
     "Server to client: one JSON text per event, {type, data}; types: "
     + ", ".join(EVENT_TYPES)
     + ". note_changed: {path, tree_id, version, point, point_node_id}; note_accepted: an Accepted; "
@@ -288,7 +292,8 @@ EVENTS_DESCRIPTION = (
     '{"type": "speech_stop", "session": ID}; closing the socket also ends the session. The '
     "transcript comes back as transcript events; the session's tree (source speech:ID) gets offers "
     'at each pause. Problems come back as the text {"type": "error", "message": ..., "data": '
-    "{message}} and the socket stays open: speech is off (no [sources.speech] in ambient.toml), "
+    "{message}} and the socket stays open: a message that is not JSON (or is nested too deeply), an "
+    "unknown type, speech is off (no [sources.speech] in ambient.toml), "
     "an odd byte count, a bad sample rate or session id, audio before speech_start."
 )
 
@@ -302,6 +307,7 @@ def _extra_paths() -> dict[str, Schema]:
                 "description": EVENTS_DESCRIPTION,
                 "operationId": "events",
                 "tags": ["daemon"],
+                "security": [{"bearer": []}, {}],  # the header, or the first message
                 "responses": {
                     "101": {"description": "switching to the WebSocket protocol"},
                     **_errors((400,)),
@@ -321,21 +327,24 @@ def _extra_paths() -> dict[str, Schema]:
         },
         "/": {
             "get": {
-                "summary": "the web UI; with ?token= it sets the session cookie and redirects to /",
+                "summary": "the web UI (public: it holds no data); a link with ?token= is redirected to "
+                "/#token=, the fragment browsers never send, where the page reads the token",
                 "operationId": "index",
                 "tags": ["ui"],
+                "security": [],
                 "responses": {
                     "200": {"description": "the page", "content": html},
-                    "303": {"description": "cookie set; go to /"},
-                    **_errors(()),
+                    "303": {"description": "go to /#token=TOKEN"},
+                    **_errors((401,), common=(403,)),
                 },
             }
         },
         "/static/{name}": {
             "get": {
-                "summary": "the UI's script, style sheet and icon",
+                "summary": "the UI's script, style sheet and icon (public: they hold no data)",
                 "operationId": "static",
                 "tags": ["ui"],
+                "security": [],
                 "parameters": [
                     {
                         "name": "name",
@@ -353,7 +362,7 @@ def _extra_paths() -> dict[str, Schema]:
                             "image/svg+xml": {"schema": STR},
                         },
                     },
-                    **_errors((404,)),
+                    **_errors((404,), common=(403,)),
                 },
             }
         },
@@ -373,18 +382,23 @@ def build_openapi(routes: Iterable[Route]) -> Schema:
         "info": {
             "title": "ambient daemon",
             "version": __version__,
-            "description": "Local API of the ambient daemon. Every request needs the token in "
-            "$AMBIENT_HOME/token; the Host must be the loopback address and this port.",
+            "description": "Local API of the ambient daemon. Every /api request needs the token in "
+            "$AMBIENT_HOME/token as Authorization: Bearer TOKEN (the WebSocket may take it as its first "
+            "message instead); no cookie or URL carries it. The page and its static files are public. "
+            "The Host must be the loopback address and this port.",
         },
         "servers": [{"url": "/"}],
-        "security": [{"bearer": []}, {"query": []}, {"cookie": []}],
+        "security": [{"bearer": []}],
         "paths": paths,
         "components": {
             "schemas": schemas,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "query": {"type": "apiKey", "in": "query", "name": "token"},
-                "cookie": {"type": "apiKey", "in": "cookie", "name": "ambient_token_PORT"},
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the token in $AMBIENT_HOME/token (after #token= in the URL `ambient run` "
+                    "prints)",
+                },
             },
         },
     }

@@ -18,7 +18,10 @@ Middlewares, outermost first:
    got wrong (an :class:`AmbientError` carries its own status), never a 500
    for bad input;
 3. the guard: loopback Host, the UI's own Origin, body size, then the token
-   (see :mod:`ambient.security`).
+   in ``Authorization: Bearer`` (see :mod:`ambient.security`) for every
+   ``/api`` route. The page (``/``) and its static files hold no data and are
+   public; the WebSocket takes the token as its first message when the
+   handshake has no header (:mod:`ambient.sockets`).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ambient import __version__, api, places
+from ambient import __version__, api, api_memory, places
 from ambient.api import DAEMON, SITE, Site
 from ambient.app import App
 from ambient.config import Config
@@ -44,15 +47,17 @@ from ambient.fsutil import write_atomic
 from ambient.openapi import build_openapi
 from ambient.security import (
     LOOPBACK_HOSTS,
+    OLD_COOKIE_PREFIX,
+    WRONG_TOKEN,
+    Unauthorized,
     check_host,
     check_origin,
     check_token,
-    cookie_name,
     load_or_create_token,
     local_port,
-    supplied_token,
+    token_matches,
 )
-from ambient.sockets import PLACES, SOCKETS, close_sockets, events
+from ambient.sockets import EVENTS_PATH, PLACES, SOCKETS, close_sockets, events, signs_in_by_message
 from ambient.sources import Source
 from ambient.validation import Handler, Route
 
@@ -61,6 +66,7 @@ _LOGGER = logging.getLogger(__name__)
 RUNTIME_FILE = "daemon.json"
 WEB_DIR = Path(__file__).parent / "web"
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
+PUBLIC_ROUTES = ("/", "/static/{name}")  # the page and its static files: they hold no data
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -69,7 +75,7 @@ CSP = (
 
 def routes(installed: Mapping[str, type[Source]]) -> list[Route]:
     """Every route of the API: the core's, then each place's."""
-    out = list(api.ROUTES)
+    out = [*api.ROUTES, *api_memory.ROUTES]
     for cls in installed.values():
         out.extend(cls.routes())
     return out
@@ -90,7 +96,7 @@ def create_app(
     app[SOCKETS] = set()
     table = routes(found)
     api.add_routes(app, table)
-    app.router.add_get("/api/events", events)
+    app.router.add_get(EVENTS_PATH, events)
     app.router.add_get("/api/openapi.json", _openapi_route(table))
     app.router.add_get("/", index)
     app.router.add_get("/static/{name}", static)
@@ -107,6 +113,9 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("Cache-Control", "no-store")
+        for name in request.cookies:
+            if name.startswith(OLD_COOKIE_PREFIX):  # an earlier version's token cookie: gone
+                response.del_cookie(name, path="/")
     return response
 
 
@@ -153,22 +162,31 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     limit = request.app[DAEMON].config.server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    given, _ = supplied_token(request, port)
-    check_token(request.app[SITE].token, given)
+    route = _route_of(request)
+    if route not in PUBLIC_ROUTES and not (route == EVENTS_PATH and signs_in_by_message(request)):
+        check_token(request.app[SITE].token, request)
     return await handler(request)
 
 
+def _route_of(request: web.Request) -> str | None:
+    """The path pattern of the route the request matched (None: no route)."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else None
+
+
 # ------------------------------------------------------------------- pages
+def page_url(host: str, port: int, token: str) -> str:
+    """The UI's address with the token in the fragment, which browsers never send to a server."""
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}/#token={token}"
+
+
 async def index(request: web.Request) -> web.StreamResponse:
-    """The UI. Opened with ``?token=``, it sets the cookie and drops the token from the address bar."""
-    port = local_port(request)
-    _, where = supplied_token(request, port)
-    if where == "query" and port is not None:
-        response = web.Response(status=303, headers={"Location": "/"})
-        response.set_cookie(
-            cookie_name(port), request.app[SITE].token, httponly=True, samesite="Strict", path="/"
-        )
-        return response
+    """The UI. A link with ``?token=`` (an older form) is redirected to ``/#token=``."""
+    if "token" in request.query:
+        if not token_matches(request.app[SITE].token, request.query["token"]):
+            raise Unauthorized(WRONG_TOKEN)
+        return web.Response(status=303, headers={"Location": f"/#token={request.app[SITE].token}"})
     return web.FileResponse(WEB_DIR / "index.html", headers={"Content-Type": "text/html; charset=utf-8"})
 
 
@@ -263,8 +281,8 @@ class Server:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/?token={self.token}"
+        """The UI's address, the token in its fragment (``http://127.0.0.1:PORT/#token=...``)."""
+        return page_url(self.host, self.port, self.token)
 
     @property
     def runtime_file(self) -> Path:

@@ -87,6 +87,8 @@ async def read_body(request: web.Request, fields: tuple[Field, ...]) -> dict[str
             data = json.loads(raw, parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidInput(f"the body is not valid JSON ({exc})") from None
+        except RecursionError:  # e.g. "[" x 100,000: within the size limit, too deep for the parser
+            raise InvalidInput("the body is JSON nested too deeply: send a flat JSON object") from None
     if not isinstance(data, dict):
         raise InvalidInput('the body must be a JSON object, e.g. {"text": "..."}')
     return _check_fields(data, fields, "field")

@@ -246,13 +246,16 @@ async def test_the_daemon_serves_on_loopback_and_cleans_up(tmp_path: Path) -> No
     app = App(config, sampler=FakeSampler())
     async with serve(config, app) as server:
         assert server.port != 0
-        assert server.url == f"http://127.0.0.1:{server.port}/?token={server.token}"
+        base = f"http://127.0.0.1:{server.port}"
+        assert server.url == f"{base}/#token={server.token}"  # the fragment: never sent to a server
         assert json.loads((tmp_path / "daemon.json").read_text())["port"] == server.port
         jar = aiohttp.CookieJar(unsafe=True)  # like a browser, keep cookies of 127.0.0.1
-        async with aiohttp.ClientSession(cookie_jar=jar) as session, session.get(server.url) as resp:
-            assert resp.status == 200 and "<title>ambient</title>" in await resp.text()
-        async with aiohttp.ClientSession() as session:
-            ws = await session.ws_connect(f"http://127.0.0.1:{server.port}/api/events?token={server.token}")
+        async with aiohttp.ClientSession(cookie_jar=jar) as session:
+            async with session.get(server.url) as resp:
+                assert resp.status == 200 and "<title>ambient</title>" in await resp.text()
+            assert len(jar) == 0  # no cookie: other servers on 127.0.0.1 would get it
+            ws = await session.ws_connect(f"{base}/api/events")
+            await ws.send_json({"type": "auth", "token": server.token})  # what the page sends first
             assert (await ws.receive_json())["type"] == "hello"
     assert (await ws.receive()).type.name in ("CLOSE", "CLOSED", "CLOSING")
     assert not (tmp_path / "daemon.json").exists()

@@ -73,7 +73,7 @@ def test_run_prints_its_url_and_stops_cleanly_on_a_signal(
     )  # fmt: skip
     try:
         url = _read_url(proc)
-        base, token = url.split("/?token=")
+        base, token = url.split("/#token=")  # the token in the fragment, which browsers never send
         assert base.startswith("http://127.0.0.1:") and token == (tmp_path / "token").read_text().strip()
 
         monkeypatch.setenv("AMBIENT_HOME", str(tmp_path))
@@ -82,6 +82,9 @@ def test_run_prints_its_url_and_stops_cleanly_on_a_signal(
         assert (
             status["running"] is True and status["pid"] == proc.pid and status["model"]["sampler"] == "fake"
         )
+        assert status["url"] == url
+        assert main(["status"]) == 0
+        assert f"ambient is running: {url}\n" in capsys.readouterr().out
 
         made = _call(f"{base}/api/trees", token, "POST", {"text": "Once upon a time"})
         deadline = time.monotonic() + 10

@@ -119,7 +119,7 @@ async def test_an_outside_place_gets_its_options_route_socket_and_status(echo: P
         async with http.get(f"{base}/api/openapi.json", headers=headers) as response:
             document = await response.json()
         assert "/api/echo" in document["paths"] and "EchoStatus" in document["components"]["schemas"]
-        async with http.ws_connect(f"{base}/api/events?token={server.token}") as ws:
+        async with http.ws_connect(f"{base}/api/events", headers=headers) as ws:
             hello = await ws.receive_json()
             assert hello["data"]["sources"]["echo"]["detail"] == {"greeting": "bonjour"}
             await ws.send_str(json.dumps({"type": "echo", "text": "anyone there?"}))

@@ -1,11 +1,14 @@
-"""The HTTP API: every route, auth refusals, 4xx for bad input, the WebSocket, the OpenAPI document."""
+"""The HTTP API: every route, 4xx for bad input, Host and Origin refusals, the WebSocket, the OpenAPI.
+
+The token (the Bearer header, the socket's first message, public page files) is tested in
+``tests/test_web_auth.py``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,12 +26,11 @@ from ambient.config import Config, load_config
 from ambient.context import Fragment, Retriever
 from ambient.daemon import Daemon
 from ambient.openapi import build_openapi
-from ambient.security import cookie_name, load_or_create_token
 from ambient.server import routes
 from ambient.store import TreeStore
 from tests.events import next_event
 from tests.fakes import FakeSampler
-from tests.web_app import bearer, token, web_app
+from tests.web_app import bearer, web_app
 
 pytestmark = pytest.mark.strict_loop  # the daemon never blocks its event loop
 
@@ -54,7 +56,7 @@ class FakeMemory:
         return [Fragment(n.id, n.tree_id, n.text, 0.9, str(n.status), "ui") for n in hits[:k]]
 
     def retriever(self) -> Retriever:
-        return lambda query, k, exclude_tree_id=None, exclude_node_ids=(): []
+        return lambda query, k, exclude_tree_id=None, exclude_node_ids=(), view=None: []
 
     def close(self) -> None:
         pass
@@ -127,10 +129,18 @@ async def test_openapi_describes_every_route(served: web.Application, client: Te
     doc = await resp.json()
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert served_routes == documented
+    assert list(doc["components"]["securitySchemes"]) == ["bearer"]  # no cookie, no token in the URL
+    assert doc["security"] == [{"bearer": []}]
+    public = set()
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
             assert op["responses"], (method, path)
-            assert "401" in op["responses"] and "403" in op["responses"]
+            assert "403" in op["responses"], (method, path)  # Host and Origin are checked everywhere
+            if op.get("security") == []:
+                public.add(path)
+            else:
+                assert "401" in op["responses"], (method, path)
+    assert public == {"/", "/static/{name}"}  # the page and its files hold no data
 
 
 # ------------------------------------------------------------------- routes
@@ -336,20 +346,6 @@ async def test_oversized_chunked_body_is_413(client: TestClient[Any, Any]) -> No
 
 
 # -------------------------------------------------------------- security
-async def test_requests_without_the_token_are_refused(served: web.Application, aiohttp_client: Any) -> None:
-    anonymous = await aiohttp_client(served)
-    for path in ("/api/status", "/", "/static/app.js", "/api/openapi.json", "/api/events"):
-        resp = await anonymous.get(path)
-        assert resp.status == 401, path
-        assert "token" in (await resp.json())["error"]
-    resp = await anonymous.get("/api/status", headers={"Authorization": "Bearer " + "x" * 43})
-    assert resp.status == 401 and "wrong token" in (await resp.json())["error"]
-    resp = await anonymous.get("/api/status", params={"token": "wrong"})
-    assert resp.status == 401
-    resp = await anonymous.get("/api/status", params={"token": token(served)})
-    assert resp.status == 200
-
-
 async def test_foreign_host_is_refused(client: TestClient[Any, Any]) -> None:
     port = client.port
     for host in (f"evil.example:{port}", "127.0.0.1", f"127.0.0.1:{port + 1}", f"attacker.localhost:{port}"):
@@ -374,32 +370,6 @@ async def test_foreign_origin_is_refused(client: TestClient[Any, Any]) -> None:
         assert "Origin" in (await resp.json())["error"]
     resp = await client.get("/api/status", headers={"Origin": f"http://127.0.0.1:{port}"})
     assert resp.status == 200
-
-
-async def test_first_page_load_sets_a_strict_http_only_cookie(
-    served: web.Application, aiohttp_client: Any
-) -> None:
-    browser = await aiohttp_client(served)
-    resp = await browser.get(f"/?token={token(served)}", allow_redirects=False)
-    assert resp.status == 303 and resp.headers["Location"] == "/"
-    cookie = resp.cookies[cookie_name(browser.port)]
-    assert cookie.value == token(served)
-    assert cookie["httponly"] and cookie["samesite"] == "Strict"
-    page = await browser.get("/")
-    assert page.status == 200 and "text/html" in page.headers["Content-Type"]
-    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
-    assert page.headers["Referrer-Policy"] == "no-referrer"
-    for name in ("app.js", "style.css", "favicon.svg"):
-        assert (await browser.get(f"/static/{name}")).status == 200
-
-
-def test_token_file_is_private_and_reused(tmp_path: Path) -> None:
-    token = load_or_create_token(tmp_path)
-    mode = stat.S_IMODE(os.stat(tmp_path / "token").st_mode)
-    assert mode == 0o600 and len(token) >= 32
-    os.chmod(tmp_path / "token", 0o644)
-    assert load_or_create_token(tmp_path) == token
-    assert stat.S_IMODE(os.stat(tmp_path / "token").st_mode) == 0o600
 
 
 # ------------------------------------------------------------- WebSocket
@@ -438,22 +408,6 @@ async def test_websocket_streams_offer_events(daemon: Daemon, client: TestClient
         if event["type"] == "picked":
             assert event["data"]["node"]["id"] == done["nodes"][0]["id"]
             break
-    await ws.close()
-
-
-async def test_websocket_needs_token_and_own_origin(served: web.Application, aiohttp_client: Any) -> None:
-    anonymous = await aiohttp_client(served)
-    resp = await anonymous.get("/api/events")
-    assert resp.status == 401
-    port = anonymous.port
-    resp = await anonymous.get(
-        "/api/events", params={"token": token(served)}, headers={"Origin": "http://evil.example"}
-    )
-    assert resp.status == 403
-    ws = await anonymous.ws_connect(
-        f"/api/events?token={token(served)}", headers={"Origin": f"http://127.0.0.1:{port}"}
-    )
-    assert (await ws.receive_json())["type"] == "hello"
     await ws.close()
 
 

@@ -101,7 +101,7 @@ class DaemonThread:
         self._thread.join(60)
 
     def api(self, path: str) -> Any:
-        base = self.url.split("/?")[0]
+        base = self.url.split("/#")[0]
         request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {self.token}"})
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
@@ -159,7 +159,9 @@ def _poll(check: Any, timeout: float = 30.0) -> None:
 
 def test_type_stream_pick_reload(daemon: DaemonThread, ui: Any) -> None:
     ui.goto(daemon.url)
-    assert urllib.parse.urlparse(ui.url).query == ""  # the token left the address bar for a cookie
+    ui.wait_for_selector("#first-text")
+    assert daemon.token not in ui.url  # read from the fragment into sessionStorage, gone from the address bar
+    assert ui.evaluate("() => document.cookie") == "" and ui.context.cookies() == []  # and in no cookie
     ARTIFACTS.mkdir(exist_ok=True)
     ui.fill("#first-text", FIRST_TEXT)
     ui.click("#first-go")

@@ -70,7 +70,7 @@ def test_accept_button_inserts_and_a_refusal_is_shown(daemon: DaemonThread, note
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(daemon.url)
-        page.goto(daemon.url.split("/?")[0] + f"/#t={view['tree']['id']}&n={offer['parent_id']}")
+        page.goto(daemon.url.split("/#")[0] + f"/#t={view['tree']['id']}&n={offer['parent_id']}")
         page.reload()
         card = page.locator(f'#offers .card[data-id="{first}"]')
         expect(card).to_have_count(1, timeout=30_000)

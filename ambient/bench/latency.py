@@ -165,8 +165,9 @@ async def _interleaved(cfg: Config, sampler: TimedSampler, events: int) -> list[
         async with serve(cfg, app) as server, aiohttp.ClientSession() as session:
             daemon = server.daemon
             _, root = await daemon.run_blocking(app.store.create_tree, PROMPT)
-            url = f"http://127.0.0.1:{server.port}/api/events?token={server.token}"
-            async with session.ws_connect(url) as ws:
+            url = f"http://127.0.0.1:{server.port}/api/events"
+            auth = {"Authorization": f"Bearer {server.token}"}
+            async with session.ws_connect(url, headers=auth) as ws:
                 await ws.receive_json()  # hello
                 for i in range(WARMUP + events):
                     event = SourceEvent("bench", f"event-{i}", root.id, debounce=False)

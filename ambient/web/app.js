@@ -1,9 +1,25 @@
 // ambient web UI: a Loom in the browser. Vanilla JS, no build step, nothing from the internet.
-// The page is opened once with ?token=…; the daemon then sets an HttpOnly cookie that every
-// fetch and the WebSocket carry.
+// The page is opened with #token=… (the fragment never reaches a server). The token is kept in
+// sessionStorage, dropped from the address bar, and sent only to this daemon: in an Authorization
+// header on every fetch and as the WebSocket's first message. No cookie carries it: a cookie of
+// 127.0.0.1 would go to every other server on this host.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
+
+const TOKEN = takeToken();
+
+function takeToken() {
+  const hash = new URLSearchParams(location.hash.slice(1));
+  const given = hash.get("token");
+  if (given) {
+    sessionStorage.setItem("ambient.token", given);
+    hash.delete("token");
+    const rest = hash.toString();
+    history.replaceState(null, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
+  }
+  return sessionStorage.getItem("ambient.token") || "";
+}
 
 // ------------------------------------------------------------------ state
 const S = {
@@ -27,7 +43,7 @@ const tokenOf = new WeakMap(); // token <span> -> token
 
 // -------------------------------------------------------------------- API
 async function api(method, path, body) {
-  const init = { method, credentials: "same-origin", headers: {} };
+  const init = { method, credentials: "omit", headers: TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {} };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -922,11 +938,13 @@ function finishStream(d) {
 
 let socket = null;
 let retry = 500;
+const UNAUTHORIZED = 4401; // the daemon's close code for a missing or wrong token
 function connect() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
   socket = new WebSocket(`${proto}://${location.host}/api/events`);
   const conn = $("#conn");
   socket.onopen = () => {
+    socket.send(JSON.stringify({ type: "auth", token: TOKEN })); // first: nothing comes before it
     retry = 500;
     conn.className = "conn on";
     conn.title = "connected";
@@ -939,9 +957,16 @@ function connect() {
     const handle = handlers[event.type];
     if (handle) handle(event.data);
   };
-  socket.onclose = () => {
+  socket.onclose = (e) => {
+    const why = e.reason ? `${e.reason} (${e.code})` : "";
     conn.className = "conn off";
-    conn.title = "disconnected: reconnecting…";
+    if (e.code === UNAUTHORIZED) {
+      conn.title = `disconnected: ${why}`;
+      toast(`Not connected: ${e.reason}`, true, 60000);
+      return; // the same token would be refused again
+    }
+    conn.title = why ? `disconnected: ${why}; reconnecting…` : "disconnected: reconnecting…";
+    if (why) toast(`Connection closed: ${why}; reconnecting…`, true);
     setTimeout(connect, retry);
     retry = Math.min(retry * 2, 10000);
   };

@@ -93,8 +93,9 @@ async def _measure(
         daemon = server.daemon
         await _wait_watching(daemon)
         seen = _Clients()
-        url = f"http://127.0.0.1:{server.port}/api/events?token={server.token}"
-        sockets = [await session.ws_connect(url) for _ in range(clients)]
+        url = f"http://127.0.0.1:{server.port}/api/events"
+        auth = {"Authorization": f"Bearer {server.token}"}
+        sockets = [await session.ws_connect(url, headers=auth) for _ in range(clients)]
         readers = [asyncio.ensure_future(_read(ws, seen)) for ws in sockets]
         rss_start, fds_start = rss_kib(), open_fds()
         began = time.perf_counter()

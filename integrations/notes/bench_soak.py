@@ -49,9 +49,10 @@ async def _soak(cfg: Config, folder: Path, seconds: float) -> dict[str, Any]:
     async with serve(cfg) as server, aiohttp.ClientSession() as session:
         daemon = server.daemon
         await _wait_watching(daemon)
-        url = f"http://127.0.0.1:{server.port}/api/events?token={server.token}"
+        url = f"http://127.0.0.1:{server.port}/api/events"
+        auth = {"Authorization": f"Bearer {server.token}"}
         seen = _Clients()
-        sockets = [await session.ws_connect(url) for _ in range(CLIENTS)]
+        sockets = [await session.ws_connect(url, headers=auth) for _ in range(CLIENTS)]
         readers = [asyncio.ensure_future(_read(ws, seen)) for ws in sockets]
         start = time.perf_counter()
         saves = 0

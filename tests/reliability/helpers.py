@@ -94,6 +94,11 @@ class ThreadedDaemon:
         return f"http://127.0.0.1:{self.server.port}"
 
     @property
+    def url(self) -> str:
+        """The URL ``ambient run`` prints: the page, the token in its fragment."""
+        return self.server.url
+
+    @property
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.server.token}"}
 

@@ -2,12 +2,14 @@
 
 Extends ``tests/test_server.py`` (token, Host, Origin, size refusals through the test client)
 with what needs a real socket: a slowloris client trickling its headers byte by byte does not
-block anyone and is cut off; a body larger than announced or never finished; tokens in odd
-places; file names with path traversal (the static route, the import and export commands).
+block anyone and is cut off; WebSockets that never sign in hear nothing and are cut off; a body
+larger than announced or never finished; tokens in odd places (even the right token in a cookie or
+the URL is refused); file names with path traversal (the static route, the import and export commands).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -16,9 +18,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import requests
 
+from ambient import sockets
 from ambient.server import Server
 from tests.fakes import FakeSampler
 from tests.reliability.helpers import AMBIENT_CLI, ThreadedDaemon, child_env, make_config
@@ -73,6 +77,39 @@ def test_a_slowloris_client_blocks_nobody_and_is_cut_off(rig: ThreadedDaemon) ->
         assert IDLE_TIMEOUT - 0.2 < r["closed_after"] < IDLE_TIMEOUT + 5, r
 
 
+def test_websockets_that_never_sign_in_hear_nothing_and_are_cut_off(
+    rig: ThreadedDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sockets, "AUTH_TIMEOUT_S", IDLE_TIMEOUT)
+
+    async def silent(session: aiohttp.ClientSession) -> tuple[int | None, int, float]:
+        began = time.monotonic()
+        async with session.ws_connect(f"{rig.base}/api/events") as ws:
+            heard = 0
+            async for _ in ws:  # text or binary: anything before signing in would be a leak
+                heard += 1
+            return ws.close_code, heard, time.monotonic() - began
+
+    async def flood() -> tuple[list[tuple[int | None, int, float]], list[float]]:
+        async with aiohttp.ClientSession() as session:
+            waiting = [asyncio.ensure_future(silent(session)) for _ in range(20)]
+            await asyncio.sleep(0.2)
+            rig.loop.call_soon_threadsafe(rig.daemon.publish, "note_changed", {"path": "secret.md"})
+            latencies = []
+            for _ in range(10):  # others are served at once meanwhile
+                began = time.monotonic()
+                async with session.get(f"{rig.base}/api/status", headers=rig.auth) as resp:
+                    assert resp.status == 200
+                latencies.append(time.monotonic() - began)
+            return await asyncio.gather(*waiting), latencies
+
+    results, latencies = asyncio.run(flood())
+    assert max(latencies) < 1.0, latencies
+    for code, heard, after in results:
+        assert code == sockets.UNAUTHORIZED and heard == 0, (code, heard)
+        assert IDLE_TIMEOUT - 0.2 < after < IDLE_TIMEOUT + 5, after
+
+
 def test_a_silent_connection_is_closed(rig: ThreadedDaemon) -> None:
     with socket.create_connection(("127.0.0.1", rig.server.port)) as sock:
         sock.settimeout(IDLE_TIMEOUT + 10)
@@ -97,24 +134,32 @@ def test_a_body_shorter_than_announced_times_out_without_harm(rig: ThreadedDaemo
 
 
 @pytest.mark.parametrize(
-    "headers",
+    ("headers", "query"),
     [
-        {},
-        {"Authorization": "Bearer "},
-        {"Authorization": "Basic dXNlcjpwYXNz"},
-        {"Authorization": "Bearer " + "A" * 43},
-        {"Authorization": "Bearer " + "é" * 43},
-        {"Cookie": "ambient_token_1=nope"},
+        ({}, ""),
+        ({"Authorization": "Bearer "}, ""),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, ""),
+        ({"Authorization": "Bearer " + "A" * 43}, ""),
+        ({"Authorization": "Bearer " + "é" * 43}, ""),
+        ({"Cookie": "ambient_token_{port}={token}"}, ""),  # the right token, in a cookie
+        ({}, "?token={token}"),  # the right token, in the URL
     ],
-    ids=["none", "empty", "basic", "wrong", "non-ascii", "other-port-cookie"],
+    ids=["none", "empty", "basic", "wrong", "non-ascii", "cookie", "query"],
 )
-def test_every_route_refuses_a_missing_or_wrong_token(rig: ThreadedDaemon, headers: dict[str, str]) -> None:
+def test_every_route_refuses_a_missing_or_wrong_token(
+    rig: ThreadedDaemon, headers: dict[str, str], query: str
+) -> None:
     from ambient import places
     from ambient.server import routes
 
+    def fill(text: str) -> str:
+        return text.replace("{port}", str(rig.server.port)).replace("{token}", rig.server.token)
+
+    headers = {name: fill(value) for name, value in headers.items()}
     for route in routes(places.installed()):  # the core's and every place's
         path = route.path.replace("{tree_id}", "x").replace("{node_id}", "x").replace("{offer_id}", "x")
-        resp = requests.request(route.method, rig.base + path, headers=headers, json={"text": "x"}, timeout=5)
+        url = rig.base + path + fill(query)
+        resp = requests.request(route.method, url, headers=headers, json={"text": "x"}, timeout=5)
         assert resp.status_code == 401, (route.path, resp.text)
         assert "token" in resp.json()["error"]
     assert rig.blocking(rig.app.store.list_trees) == []
@@ -151,6 +196,9 @@ def test_a_rebinding_host_or_foreign_origin_is_refused_even_with_the_token(rig: 
 def test_the_static_route_serves_only_its_own_files(rig: ThreadedDaemon, name: str) -> None:
     resp = requests.get(f"{rig.base}/static/{name}", headers=rig.auth, timeout=5)
     assert resp.status_code == 404
+    assert "import" not in resp.text and "root:" not in resp.text
+    resp = requests.get(f"{rig.base}/static/{name}", timeout=5)  # public: without the token, no more
+    assert resp.status_code in (401, 404), resp.status_code  # 401: the client made it a path off /static/
     assert "import" not in resp.text and "root:" not in resp.text
 
 

@@ -108,7 +108,7 @@ class Driver:
             await asyncio.gather(listener, return_exceptions=True)
 
     async def _listen(self, session: aiohttp.ClientSession) -> None:
-        async with session.ws_connect(f"{self.proc.base}/api/events?token={self.proc.token}") as ws:
+        async with session.ws_connect(f"{self.proc.base}/api/events", headers=self.proc.auth) as ws:
             async for msg in ws:
                 event = json.loads(msg.data)
                 if event["type"] == "offer_done" and event["data"]["offer"]["state"] == "done":

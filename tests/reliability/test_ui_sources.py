@@ -56,9 +56,10 @@ def test_the_ui_shows_crashed_sources(rig: ThreadedDaemon) -> None:
         page = browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{rig.base}/?token={rig.server.token}")
+        page.goto(f"{rig.base}/?token={rig.server.token}")  # an old link: redirected to the fragment form
         badge = page.locator("#sources")
         expect(badge).to_have_text("crashy: running, restarted 1×")  # from the hello status
+        assert "token" not in page.url and page.url.rstrip("/") == rig.base
         assert "OSError: the microphone went away" in (badge.get_attribute("title") or "")
         event = {"name": "notes", "state": "restarting", "restarts": 3, "last_error": "RuntimeError: boom"}
         rig.loop.call_soon_threadsafe(rig.daemon.publish, "source_status", event)
