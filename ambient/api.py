@@ -19,17 +19,13 @@ from typing import Any
 
 from aiohttp import HttpVersion11, web
 
-from ambient import places
 from ambient.app import App
 from ambient.daemon import Daemon
 from ambient.editing import edit_node
-from ambient.errors import InvalidInput
 from ambient.offers import Overrides
-from ambient.picklog import offer_records
 from ambient.sampling.base import MAX_N
-from ambient.scopes import view_for
 from ambient.tree import Node
-from ambient.validation import Field, Route, read_body, read_query
+from ambient.validation import Field, Route, read_body
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,60 +200,6 @@ def _offer_view(app: App, offer_id: str) -> tuple[Any, list[Node]]:
     return offer, [app.store.get_node(i) for i in offer.node_ids]
 
 
-SEARCH_QUERY = (
-    # 500 characters keep the request line under aiohttp's 8190 bytes even when every one is
-    # percent-encoded 4-byte UTF-8; the embedder reads only the first 256 tokens anyway.
-    Field(
-        "q",
-        "string",
-        "what to look for, in your own words",
-        required=True,
-        min_length=1,
-        max_length=500,
-        plain_text=True,
-    ),
-    Field("k", "integer", "how many results (default 8)", minimum=1, maximum=50),
-    Field(
-        "scope",
-        "string",
-        "only what an offer made in this place could retrieve, written as trees name their source "
-        "(note:PATH, discord:SERVER/CHANNEL, speech:SESSION, ui, cli)",
-        max_length=1000,
-    ),
-)
-
-
-async def search(request: web.Request) -> web.Response:
-    query = read_query(request, SEARCH_QUERY)
-    if not query["q"].strip():
-        raise InvalidInput("query parameter 'q' must not be blank")
-    daemon = daemon_of(request)
-    view = None
-    if "scope" in query:
-        memory = daemon.config.memory
-        scope = await blocking(request, places.scope_of, query["scope"])  # may import places
-        view = view_for(scope, memory.share, memory.include_pruned)
-    fragments = await daemon.search(query["q"], query.get("k", 8), view)
-    titles = await blocking(request, _titles, daemon.app, {f.tree_id for f in fragments})
-    results = [{**dataclasses.asdict(f), "tree_title": titles.get(f.tree_id, "")} for f in fragments]
-    return json_response({"query": query["q"], "results": results})
-
-
-def _titles(app: App, tree_ids: set[str]) -> dict[str, str]:
-    return {t.id: t.title for t in app.store.list_trees() if t.id in tree_ids}
-
-
-PICKS_QUERY = (Field("tree_id", "string", "only this tree's offers", max_length=200),)
-
-
-async def picks(request: web.Request) -> web.Response:
-    query = read_query(request, PICKS_QUERY)
-    records = await blocking(
-        request, lambda: [r.as_dict() for r in offer_records(_app(request).store, query.get("tree_id"))]
-    )
-    return json_response({"offers": records})
-
-
 NODE_ERRORS = (400, 404, 413, 415)
 ROUTES: tuple[Route, ...] = (
     Route(
@@ -328,26 +270,6 @@ ROUTES: tuple[Route, ...] = (
         "an offer and its continuations",
         "OfferView",
         errors=(404,),
-    ),
-    Route(
-        "GET",
-        "/api/search",
-        search,
-        "past fragments close in meaning to a query",
-        "SearchResults",
-        query=SEARCH_QUERY,
-        errors=(400, 503),
-        tag="memory",
-    ),
-    Route(
-        "GET",
-        "/api/picks",
-        picks,
-        "the pick log: each offer and what was done with each continuation",
-        "PickLog",
-        query=PICKS_QUERY,
-        errors=(400, 404),
-        tag="memory",
     ),
 )
 

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "ambient.commands.core",
     "ambient.commands.memory",
     "ambient.commands.daemon",
+    "ambient.commands.forget",
     "ambient.commands.bench",
 )
 

@@ -31,16 +31,17 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from ambient import __version__
+from ambient import __version__, forgetting
 from ambient.app import App
 from ambient.config import Config
 from ambient.context import BuiltContext, Fragment
 from ambient.errors import AmbientError, MemoryUnavailable
 from ambient.events import EventBus, Subscriber
+from ambient.forgetting import PlaceCleanup, Report, Target
 from ambient.hub import offer_for_event
 from ambient.memory_api import MemoryIndexProtocol
 from ambient.offers import OfferOutcome
@@ -294,6 +295,13 @@ class Daemon:
                 _LOGGER.exception("background indexing failed")
             if not self._index_again:
                 return
+
+    async def forget(self, target: Target, cleanups: Sequence[PlaceCleanup] = ()) -> Report:
+        """Forget ``target`` everywhere (in the memory thread: never beside indexing); tell the UI."""
+        report = await self._in_memory(functools.partial(forgetting.forget, self.app, target, cleanups))
+        f = report.forgotten
+        self.publish("forgotten", {"node_ids": f.node_ids, "tree_ids": f.tree_ids, "moved_ids": f.moved_ids})
+        return report
 
     async def search(self, query: str, k: int, view: View | None = None) -> list[Fragment]:
         """Past fragments close in meaning to ``query`` (within ``view``'s walls, if given)."""

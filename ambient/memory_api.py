@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from ambient.context import Fragment, Retriever
@@ -26,6 +26,9 @@ class MemoryIndexProtocol(Protocol):
         view: View | None = None,
     ) -> list[Fragment]:
         """The ``k`` nodes nearest in meaning to ``query``, best first (score = cosine similarity)."""
+
+    def forget(self, store: TreeStore, node_ids: Sequence[str], moved_ids: Sequence[str] = ()) -> int:
+        """Remove forgotten nodes' entries and rebuild those that began with their text."""
 
     def retriever(self) -> Retriever:
         """A callable for the ContextBuilder (blocking; run it off the event loop)."""

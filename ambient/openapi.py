@@ -109,6 +109,7 @@ FRAGMENT = _obj(
         "score": NUM,
         "status": STR,
         "source": STR,
+        "scope": STR,
         "tree_title": STR,
     }
 )

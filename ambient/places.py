@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ambient.config import Config, parse_section
-from ambient.errors import ConfigError
+from ambient.errors import ConfigError, NotFound
 from ambient.sources import Source
 
 _LOGGER = logging.getLogger(__name__)
@@ -139,10 +139,7 @@ def scope_of(tree_source: str) -> str:
             return found
     if tree_source in CORE_SCOPES or tree_source.startswith("file:"):
         return CORE_SCOPES.get(tree_source, "cli")
-    known = {cls.scope_of(f"{cls.name}:") for cls in installed().values()} | {"cli", "import", "ui"}
-    if tree_source in known or (tree_source.count(":") == 1 and tree_source.split(":")[1].isdigit()):
-        return tree_source
-    raise ConfigError(
+    raise NotFound(
         f"unknown place {tree_source!r}: write it as trees name their source, e.g. note:/path/to/note.md, "
         "discord:<server id>/<channel id>, speech:<session>, ui or cli"
     )

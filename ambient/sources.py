@@ -45,8 +45,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from ambient.app import App
+from ambient.forgetting import Report, Target
 from ambient.offers import Overrides
-from ambient.tree import Offer
+from ambient.store import Forgotten
+from ambient.tree import Offer, Tree
 from ambient.validation import Route
 
 T = TypeVar("T")
@@ -92,6 +94,9 @@ class Hub(Protocol):
 
     def schedule_index(self) -> None:
         """Ask for the memory index to catch up with the store soon (in the background)."""
+
+    async def forget(self, target: Target) -> Report:
+        """Forget ``target`` everywhere ambient keeps it (e.g. a message its author deleted)."""
 
 
 class SocketPeer(Protocol):
@@ -175,6 +180,15 @@ class Source(abc.ABC):
         a wall of its own. The place creates its trees with this scope.
         """
         return None
+
+    @classmethod
+    def forgotten(cls, app: App, forgotten: Forgotten, trees: Sequence[Tree]) -> list[str]:
+        """Nodes or trees were forgotten (``trees``: the trees removed whole, as they were).
+
+        Remove what this place derived from them (e.g. files it wrote) and say what, one
+        line each. Blocking; runs in a worker thread or the CLI.
+        """
+        return []
 
     # ----------------------------------------------------------- lifecycle
     @classmethod

@@ -22,7 +22,9 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from ambient import forgetting
 from ambient.app import App
+from ambient.forgetting import Report, Target
 from ambient.hub import offer_for_event
 from ambient.offers import Overrides
 from ambient.sources import SourceEvent
@@ -51,6 +53,7 @@ class TestHub:
         self.published: list[tuple[str, dict[str, Any]]] = []  # what the place published
         self.offered = asyncio.Event()
         self.index_requests = 0
+        self.forgotten: list[Target] = []
         self._callbacks: list[Callable[[Offer], Awaitable[None] | None]] = []
         self._cancels: dict[str, threading.Event] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -86,6 +89,10 @@ class TestHub:
         self.index_requests += 1
         if self.use_memory:
             self._spawn(self.run_blocking(self.app.index_pending))
+
+    async def forget(self, target: Target) -> Report:
+        self.forgotten.append(target)
+        return await asyncio.to_thread(forgetting.forget, self.app, target)
 
     # ------------------------------------------------------------ for tests
     def of_kind(self, kind: str) -> list[dict[str, Any]]:

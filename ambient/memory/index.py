@@ -190,6 +190,25 @@ class MemoryIndex:
             self._save_state()
             return self.sync(store, progress)
 
+    def forget(self, store: TreeStore, node_ids: Sequence[str], moved_ids: Sequence[str] = ()) -> int:
+        """Remove forgotten nodes' entries; rebuild those whose lead held their text. Returns entries removed.
+
+        ``moved_ids`` are the children that moved up when a node was spliced out: their
+        documents (and those below them) began with the forgotten text.
+        """
+        with self._lock:
+            removed = 0
+            for start in range(0, len(node_ids), 5000):
+                chunk = list(node_ids[start : start + 5000])
+                with self.location.guard("written"):
+                    removed += len(self._collection.get(ids=chunk, include=[])["ids"])
+                    self._collection.delete(ids=chunk)
+            present = [i for i in moved_ids if store.node_exists(i)]
+            if present:
+                nodes = [store.get_node(i) for i in present] + descendants(store, present)
+                self._index(store, DocBuilder(store, self.embedder.identity), nodes)
+            return removed
+
     def _purge_missing(self, present: set[str]) -> None:
         """Delete this home's entries whose node is not in ``present`` (every node id in the store)."""
         offset, stale = 0, []

@@ -14,7 +14,8 @@ revisions, pick log) and :mod:`.treestore` (:class:`TreeStore`, all of them toge
 """
 
 from ambient.store.connection import StoreError
+from ambient.store.forgetting import Forgotten
 from ambient.store.schema import MIGRATIONS
 from ambient.store.treestore import TreeStore
 
-__all__ = ["MIGRATIONS", "StoreError", "TreeStore"]
+__all__ = ["MIGRATIONS", "Forgotten", "StoreError", "TreeStore"]

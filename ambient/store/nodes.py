@@ -280,6 +280,9 @@ class NodeStore(StoreConnection):
                 (*node_to_row(node), self._next_version(db)),
             )
 
+    def node_exists(self, node_id: str) -> bool:
+        return bool(self._query("SELECT 1 FROM nodes WHERE id = ?", (node_id,)))
+
     def tree_exists(self, tree_id: str) -> bool:
         return bool(self._query("SELECT 1 FROM trees WHERE id = ?", (tree_id,)))
 

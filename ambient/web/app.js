@@ -504,6 +504,10 @@ function renderPrompt(box, prov) {
   if (chars[0]) facts.push(["cut", `${chars[0]} chars from the left`]);
   if (prov.truncated_tokens) facts.push(["truncated", `${prov.truncated_tokens} tokens`]);
   facts.push(["memory", String(prov.memory)]);
+  if (prov.walls) {
+    const shared = prov.walls.shared.length ? ` + shared: ${prov.walls.shared.join(", ")}` : "";
+    facts.push(["walls", `${prov.walls.scope} sees ${prov.walls.walls.join(", ")}${shared}`]);
+  }
   box.append(el("h3", "", "What went into the prompt"), dl(facts));
   const retrieved = prov.retrieved || [];
   box.append(el("h3", "", `Retrieved fragments (${retrieved.length})`));
@@ -533,7 +537,8 @@ function fragmentButton(f) {
   b.dataset.tree = f.tree_id;
   b.dataset.node = f.node_id;
   const text = el("span", "", f.node_id.slice(0, 12));
-  b.append(text, el("span", "meta", `score ${Number(f.score).toFixed(3)} · ${f.tokens} tokens`));
+  const where = f.scope ? ` · from ${f.scope}` : "";
+  b.append(text, el("span", "meta", `score ${Number(f.score).toFixed(3)} · ${f.tokens} tokens${where}`));
   api("GET", `/api/nodes/${encodeURIComponent(f.node_id)}`)
     .then((d) => (text.textContent = preview(d.node.text, 160)))
     .catch(() => (text.textContent = "(no longer in the store)"));

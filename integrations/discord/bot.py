@@ -32,6 +32,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from ambient.forgetting import Target
 from ambient.sources import Hub
 from integrations.discord.branches import ChannelTrees, Place
 from integrations.discord.chat import COMMAND
@@ -139,9 +140,13 @@ class AmbientBot(Flows, commands.Bot):  # type: ignore[misc]  # discord.py is sk
         if place is None:
             return
         try:
-            await self.hub.run_blocking(self.trees.mark_deleted, place, payload.message_id)
+            node_id = await self.hub.run_blocking(self.trees.node_of, place, payload.message_id)
+            if node_id is None:
+                return
+            await self.hub.forget(Target(node_id=node_id))  # deleted on Discord: forgotten here too
+            await self.hub.run_blocking(self.trees.forgotten, place)
         except Exception:
-            _LOGGER.exception("Discord: could not mark message %s deleted", payload.message_id)
+            _LOGGER.exception("Discord: could not forget deleted message %s", payload.message_id)
 
     async def on_ready(self) -> None:
         _LOGGER.info("Discord: connected as %s to %d server(s)", self.user, len(self.guilds))

@@ -176,16 +176,12 @@ class ChannelTrees:
         self.store.edit(node_id, text)
         return True
 
-    def mark_deleted(self, place: Place, message_id: int) -> bool:
-        """Keep a deleted message's node, but leave it out of every later context."""
-        node_id = self.node_of(place, message_id)
-        if node_id is None:
-            return False
-        node = self.store.get_node(node_id)
-        info = dict(node.meta.get(META_KEY, {}))
-        info["deleted"] = True
-        self.store.update_meta(node_id, {META_KEY: info})
-        return True
+    def forgotten(self, place: Place) -> None:
+        """A node of ``place``'s tree was forgotten: its message index is read again from the store."""
+        tree = self.store.find_tree(tree_source(place.guild_id, place.channel_id))
+        with self._lock:
+            if tree is not None:
+                self._indexes.pop(tree.id, None)
 
     # ------------------------------------------------------------ context
     def window(self, node_id: str, window: int) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import discord
 
 from ambient.tree import Status
@@ -38,6 +40,9 @@ async def test_deleted_messages_leave_the_context(world: World) -> None:
     await world.discord.say("!continue 1", general, "Alice")
     prompt = world.sampler.prompts[-1]
     assert "hunter2" not in prompt and prompt.startswith("Alice_0_nick: keep this\n")
+    assert len(world.hub.forgotten) == 1  # forgotten, not only hidden: the text is nowhere in the store
+    assert not any("hunter2" in n.text for n in world.store.iter_nodes())
+    assert not any("hunter2" in json.dumps(a) for a in world.store.actions())
 
 
 async def test_edited_messages_are_followed_and_the_old_text_kept(world: World) -> None:

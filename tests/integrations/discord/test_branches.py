@@ -81,15 +81,16 @@ def test_window_is_the_last_lines_ending_on_a_new_line(store: TreeStore) -> None
     assert trees.window(head, 50) == "Alice: hi\nBob: hello\nCarol: hey\n"
 
 
-def test_deleted_lines_leave_the_context(store: TreeStore) -> None:
+def test_forgotten_lines_leave_the_tree_and_the_context(store: TreeStore) -> None:
     trees = ChannelTrees(lambda: store)
     head = chat(trees)
-    assert trees.mark_deleted(CHANNEL, 102)
-    assert not trees.mark_deleted(CHANNEL, 999)
+    bob = trees.node_of(CHANNEL, 102)
+    assert bob is not None and trees.node_of(CHANNEL, 999) is None
+    store.forget_node(bob)  # what the bot does when Discord says the message was deleted
+    trees.forgotten(CHANNEL)
     assert trees.window(head, 50) == "Alice: hi\nCarol: hey\n"
-    assert (
-        store.get_node(trees.node_for_message(CHANNEL, 102) or "").text == "Bob: hello\n"
-    )  # kept in the tree
+    assert trees.node_of(CHANNEL, 102) is None and not store.node_exists(bob)
+    assert trees.latest_before(CHANNEL, 104) == head  # later lines still hang after the last one
 
 
 def test_edited_lines_take_the_new_text(store: TreeStore) -> None:
