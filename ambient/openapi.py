@@ -272,6 +272,7 @@ EVENT_TYPES = (
     "transcript",
     "speech_status",
     "source_status",
+    "forgotten",
 )
 EVENTS_DESCRIPTION = (
     "Signing in: a browser cannot give a WebSocket headers, so the first message is the text "
@@ -285,7 +286,8 @@ EVENTS_DESCRIPTION = (
     + ". note_changed: {path, tree_id, version, point, point_node_id}; note_accepted: an Accepted; "
     "transcript: {session, tree_id, node_id, committed: [{start, end, text}], tentative, time, pause, "
     "pauses}; speech_status: {session, state, message}; source_status: {name, state, restarts, "
-    "last_error} (a source crashed, or was restarted after a crash).\n\n"
+    "last_error} (a source crashed, or was restarted after a crash); forgotten: {node_ids, tree_ids, "
+    "moved_ids} (nodes or trees removed for good; moved: children that moved up to the parent).\n\n"
     'Client to server: the text "ping" (answered by {type: "pong"}); and speech from the browser: '
     'first the text {"type": "speech_start", "session": ID, "sample_rate": 16000} (ID: 1 to 100 '
     "letters, digits, '_', '.', ':' or '-'; sample_rate defaults to 16000), then binary messages of "

@@ -404,6 +404,7 @@ function nodeCard(node, i) {
     ["bookmark", "★", "Bookmark"],
     ["prune", "✕", node.status === "pruned" ? "Unprune" : "Prune"],
     ["provenance", "¶", "Provenance"],
+    ["forget", "⌫", "Forget this node for good: the store, memory and sidecars (what was below it moves up)"],
     ...(acceptable(node) ? [["accept", "⤵ Accept into note", "Insert into the note at the point it was offered for (a)"]] : []),
   ]) {
     const b = el("button", "", label);
@@ -657,6 +658,36 @@ async function prune(id = S.sel) {
   else render();
 }
 
+// Forgetting is for good: the text leaves the store, the memory index and the sidecars.
+async function forget(id = S.sel) {
+  const node = S.nodes.get(id);
+  if (!node) return;
+  const root = !node.parent_id;
+  const what = root ? "this whole tree" : "this node (what was below it moves up to its parent)";
+  if (!window.confirm(`Forget ${what} for good? It leaves the store, memory and sidecars.`)) return;
+  const path = root ? `/api/trees/${encodeURIComponent(node.tree_id)}/forget` : `/api/nodes/${encodeURIComponent(id)}/forget`;
+  const data = await attempt(() => api("POST", path, {}));
+  if (!data) return;
+  toast(data.lines.join(" · "));
+  await afterForgetting(data.tree_ids, root ? null : node.parent_id);
+}
+
+// Nodes or trees were forgotten (here or by anyone): drop them from the page.
+async function afterForgetting(treeIds, goTo) {
+  await loadTrees();
+  if (treeIds.includes(S.treeId)) {
+    const next = S.trees[0];
+    if (next) await openTree(next.id);
+    else {
+      S.treeId = null;
+      $("#doc").hidden = true;
+      $("#empty").hidden = false;
+    }
+  } else if (S.treeId) {
+    await openTree(S.treeId, goTo || S.sel);
+  }
+}
+
 let editing = null;
 function openEdit(id = S.sel) {
   const node = S.nodes.get(id);
@@ -812,6 +843,11 @@ const handlers = {
     if (d.node.tree_id !== S.treeId) return;
     putNode(d.node);
     scheduleRender();
+  },
+  forgotten(d) {
+    if (d.tree_ids.includes(S.treeId) || d.node_ids.some((id) => S.nodes.has(id))) {
+      afterForgetting(d.tree_ids, null).catch(() => null);
+    } else if (d.tree_ids.length) loadTrees().catch(() => null);
   },
   note_changed(d) {
     if (d.tree_id === S.treeId) refreshTree().catch(() => null);
@@ -1065,6 +1101,7 @@ function act(action, id) {
     edit: () => openEdit(id),
     bookmark: () => toggleBookmark(id),
     prune: () => prune(id),
+    forget: () => forget(id),
     provenance: () => toggleProvenance(id),
     regenerate: () => regenerate(id),
     accept: () => accept(id),
