@@ -1,8 +1,9 @@
 """POST /api/nodes/{id}/accept: a note continuation goes into the real note file, exactly at its point.
 
 Through the running notes source when there is one, and directly (the note is on disk) when there
-is not; 409 and nothing written when the note changed around the point; 404 for an unknown id; 400
-for a node that is not a note continuation.
+is not, within the configured folders either way; 409 and nothing written when the note changed around
+the point, was saved while accepting, or is not in a watched folder (a link to a file outside
+included); 404 for an unknown id; 409 for a node that is not a note continuation.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from ambient import fsutil
 from ambient.app import App
 from ambient.daemon import Daemon
 from ambient.events import Subscriber
@@ -68,9 +70,20 @@ async def start(
 
 @pytest.fixture
 async def bare(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[tuple[Daemon, TestClient[Any, Any]]]:
-    """A daemon without the notes source: the route accepts directly."""
-    async for pair in start(tmp_path, aiohttp_client, {}):
+    """A daemon whose notes place is not running (its folder was missing at start, so it could not set
+    up): the route accepts directly, into the folder the configuration names, which exists by now."""
+    later = tmp_path / "later"
+    table = {"folders": [str(later)], "quiet_ms": 100}
+    async for pair in start(tmp_path, aiohttp_client, {"notes": table}):
+        daemon, _ = pair
+        assert daemon.sources.get("notes") is None and "does not exist" in str(daemon.sources.problems)
+        later.mkdir()
         yield pair
+
+
+@pytest.fixture
+def later(tmp_path: Path) -> Path:
+    return tmp_path / "later"
 
 
 @pytest.fixture
@@ -86,11 +99,11 @@ async def with_notes(
 
 
 async def test_accept_inserts_into_the_note_exactly_at_the_point(
-    bare: tuple[Daemon, TestClient[Any, Any]], notes: Path
+    bare: tuple[Daemon, TestClient[Any, Any]], later: Path
 ) -> None:
     daemon, client = bare
     store = daemon.app.store
-    note = notes / "a.md"
+    note = later / "a.md"
     note.write_text("Title\n\nFirst paragraph.\n")
     NoteHistory(store).record(str(note), note.read_text(), offer=False)
     note.write_text("Title\n\nA new thought\nFirst paragraph.\n")  # the person writes in the middle
@@ -129,10 +142,10 @@ async def test_accept_goes_through_the_running_notes_source(
 
 
 async def test_a_note_changed_around_the_point_is_409_and_left_alone(
-    bare: tuple[Daemon, TestClient[Any, Any]], notes: Path
+    bare: tuple[Daemon, TestClient[Any, Any]], later: Path
 ) -> None:
     daemon, client = bare
-    note = notes / "c.md"
+    note = later / "c.md"
     note.write_text("The plan is")
     nodes = offer_at(daemon.app.store, note, [" simple."])
     note.write_text("The plan is to wait.")  # the person went on writing at the point
@@ -141,6 +154,69 @@ async def test_a_note_changed_around_the_point_is_409_and_left_alone(
     assert resp.status == 409
     assert "changed around the point" in (await resp.json())["error"]
     assert (note.read_bytes(), os.stat(note).st_mtime_ns) == before
+    assert daemon.app.store.get_node(nodes[0].id).status.value == "offered"
+
+
+async def refuses_outside(daemon: Daemon, client: TestClient[Any, Any], folder: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "private.md"
+    outside.write_text("Mine alone")
+    link = folder / "private.md"
+    link.symlink_to(outside)  # a link in the watched folder to a file outside
+    loose = tmp_path / "loose.md"
+    loose.write_text("Loose")
+    for note in (link, loose):
+        nodes = offer_at(daemon.app.store, note, [" and more"])
+        resp = await client.post(f"/api/nodes/{nodes[0].id}/accept")
+        assert resp.status == 409 and "is not in a watched folder" in (await resp.json())["error"]
+        assert daemon.app.store.get_node(nodes[0].id).status.value == "offered"
+    assert outside.read_text() == "Mine alone" and loose.read_text() == "Loose" and link.is_symlink()
+
+
+async def test_outside_the_watched_folders_is_409_through_the_notes_source(
+    with_notes: tuple[Daemon, TestClient[Any, Any]], notes: Path, tmp_path: Path
+) -> None:
+    await refuses_outside(*with_notes, notes, tmp_path)
+
+
+async def test_outside_the_watched_folders_is_409_directly(
+    bare: tuple[Daemon, TestClient[Any, Any]], later: Path, tmp_path: Path
+) -> None:
+    await refuses_outside(*bare, later, tmp_path)
+
+
+async def test_without_watched_folders_nothing_is_accepted(
+    tmp_path: Path, notes: Path, aiohttp_client: Any
+) -> None:
+    async for daemon, client in start(tmp_path, aiohttp_client, {}):
+        note = notes / "a.md"
+        note.write_text("Nothing watched")
+        nodes = offer_at(daemon.app.store, note, [" here"])
+        resp = await client.post(f"/api/nodes/{nodes[0].id}/accept")
+        assert resp.status == 409 and "no folder is watched" in (await resp.json())["error"]
+        assert note.read_text() == "Nothing watched"
+
+
+async def test_a_save_while_accepting_is_409_and_the_save_is_kept(
+    with_notes: tuple[Daemon, TestClient[Any, Any]], notes: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon, client = with_notes
+    note = notes / "e.md"
+    note.write_text("Quiet")
+    nodes = offer_at(daemon.app.store, note, [" night"])
+    real_exchange = fsutil.exchange
+
+    def editor_saves_first(a: Path, b: Path) -> bool:  # in the worker thread, just before the swap
+        if note.read_text() == "Quiet":
+            saved = notes / ".e.md.editor"
+            saved.write_text("Quiet, saved by the editor")
+            os.replace(saved, note)
+        return real_exchange(a, b)
+
+    monkeypatch.setattr(fsutil, "exchange", editor_saves_first)
+    resp = await client.post(f"/api/nodes/{nodes[0].id}/accept")
+    error = (await resp.json())["error"]
+    assert resp.status == 409 and "changed while accepting" in error and "nothing was lost" in error
+    assert note.read_text() == "Quiet, saved by the editor"
     assert daemon.app.store.get_node(nodes[0].id).status.value == "offered"
 
 
@@ -160,10 +236,10 @@ async def test_a_node_outside_a_note_is_409(bare: tuple[Daemon, TestClient[Any, 
 
 
 async def test_accepting_the_notes_own_text_is_409(
-    bare: tuple[Daemon, TestClient[Any, Any]], notes: Path
+    bare: tuple[Daemon, TestClient[Any, Any]], later: Path
 ) -> None:
     daemon, client = bare
-    note = notes / "d.md"
+    note = later / "d.md"
     note.write_text("Just the note")
     nodes = offer_at(daemon.app.store, note, [" and an offer"])
     assert nodes[0].parent_id is not None

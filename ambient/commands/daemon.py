@@ -18,6 +18,7 @@ from ambient import remote
 from ambient.app import App
 from ambient.errors import InvalidInput
 from ambient.fsutil import write_atomic
+from ambient.home import tighten
 from ambient.picklog import dpo_pairs, offer_records
 from ambient.scopes import describe_sharing
 from ambient.security import read_token
@@ -64,6 +65,9 @@ async def run_until_stopped(app: App, *, port: int, browser: bool) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        tightened = await asyncio.to_thread(tighten, app.config)  # only the owner may read AMBIENT_HOME
+        if tightened:
+            print(f"ambient: {tightened}", file=sys.stderr, flush=True)
         print("ambient: starting (loading the model)…", file=sys.stderr, flush=True)
         async with serve(app.config, app, port=port) as server:
             _announce(server)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from ambient.errors import AmbientError
+from ambient.home import private_dir, private_file
 from ambient.store.schema import migrate
 from ambient.tree import Node
 
@@ -34,7 +35,8 @@ class StoreConnection:
         self._lock = threading.RLock()
         self._listeners: list[Callable[[str, Node], None]] = []
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # 0600 before SQLite opens it (SQLite gives the -wal and -shm files the same mode)
+            private_file(private_dir(self.path.parent) / self.path.name)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")

@@ -5,16 +5,23 @@
 1. finds the point the offer was made for (the offer's point node, see
    :mod:`integrations.notes.history`) and the text to insert: the offered node,
    or the whole path of continuations from the point down to it;
-2. re-reads the note and checks the point is still there: the note must still
+2. refuses a note whose real path is not inside a watched folder (a link to a
+   file elsewhere: :mod:`integrations.notes.walls`), then takes the note's lock
+   (shared by the daemon and ``ambient accept``);
+3. re-reads the note and checks the point is still there: the note must still
    have the same :data:`~integrations.notes.history.WINDOW` characters before
    and after it. If the point moved (text added or removed above it) and that
    context occurs exactly once, the point is relocated; otherwise it refuses
    with :class:`~ambient.errors.Conflict` and changes nothing;
-3. writes the note atomically (temporary file, fsync, rename), keeping its
-   permission bits, owner and line endings, after checking it did not change
-   since it was read; the tree marks the new text as expected first, so the
-   watcher knows this save is ambient's own and makes no offers for it;
-4. records the accept (``Action.ACCEPT``), picks the node, and records the new
+4. writes the note atomically, keeping its permission bits, owner and line
+   endings, and only over exactly the content it read: editors take no lock, so
+   a save can land at any moment; :func:`ambient.fsutil.write_atomic` compares
+   the content's hash just before the swap and what the swap took out just
+   after, and if a save slipped in it puts the save back and the accept is
+   refused (409, exit 2) with the note as it was saved. The tree marks the new
+   text as expected first, so the watcher knows this save is ambient's own and
+   makes no offers for it;
+5. records the accept (``Action.ACCEPT``), picks the node, and records the new
    version in the note's tree (the accepted node becomes part of its history).
 """
 
@@ -23,22 +30,25 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 from ambient.errors import Conflict
-from ambient.fsutil import write_atomic
+from ambient.fsutil import ChangedWhileWriting, write_atomic
 from ambient.store import TreeStore
 from ambient.tree import Action, Node
 from integrations.notes import sidecar
-from integrations.notes.history import WINDOW, NoteHistory, is_note_tree, note_lock, note_path_of
+from integrations.notes.history import WINDOW, NoteHistory, is_note_tree, note_path_of
 from integrations.notes.notes import NoteText, line_col, read_note, text_sha
-from integrations.notes.options import NotesOptions
+from integrations.notes.walls import Walls
 
 _LOGGER = logging.getLogger(__name__)
 
 MIN_CONTEXT = 12  # characters before a moved point that must be found again
 CONFLICT = "the note changed around the point since this offer was made; ask for new offers (save again)"
+CHANGED = (
+    "{path} changed while accepting (it was saved at that very moment): nothing was inserted and nothing "
+    "was lost, the note is as it was saved{kept}; accept again"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +74,11 @@ class _Point:
     after: str
 
 
-def accept_node(store: TreeStore, node_id: str, *, max_bytes: int = NotesOptions.max_bytes) -> Accepted:
-    """Insert the continuation ``node_id`` into its note at the point it was made for (blocking)."""
+def accept_node(store: TreeStore, node_id: str, walls: Walls) -> Accepted:
+    """Insert the continuation ``node_id`` into its note at the point it was made for (blocking).
+
+    Only a note inside ``walls`` (the watched folders) is written; Conflict for anything else.
+    """
     node = store.get_node(node_id)
     tree = store.get_tree(node.tree_id)
     if not is_note_tree(tree):
@@ -77,14 +90,15 @@ def accept_node(store: TreeStore, node_id: str, *, max_bytes: int = NotesOptions
     if not inserted:
         raise Conflict(f"node {node_id[:12]} has no text to insert: choose another continuation")
     path = note_path_of(tree)
+    real = walls.writable(path)
     history = NoteHistory(store)
-    with note_lock(path):
-        note = read_note(Path(path), max_bytes)
+    with walls.lock(real):
+        note = read_note(real, walls.max_bytes, walls.folders)
         at, relocated = locate(note.text, point)
         new_text = note.text[:at] + inserted + note.text[at:]
         history.expect(tree, text_sha(new_text), node.id)
         try:
-            _write(note, new_text)
+            _write(path, note, new_text)
         except BaseException:
             history.clear_expect(tree)
             raise
@@ -173,21 +187,18 @@ def _last_lines(before: str) -> str:
     return before[start:]
 
 
-def _write(note: NoteText, new_text: str) -> None:
-    """Write through a temporary file and a rename, keeping mode and owner; refuse if the note moved on."""
-    real = Path(os.path.realpath(note.path))  # a symlinked note stays a symlink
+def _write(path: str, note: NoteText, new_text: str) -> None:
+    """Replace the note's real file (a symlinked note stays a symlink), keeping mode and owner, if it
+    still holds exactly the text read; refuse, leaving it as it was saved, if it does not."""
     try:
-        st = os.stat(real)
+        st = os.lstat(note.path)
     except OSError as exc:
-        raise Conflict(f"{note.path} cannot be written now ({exc.strerror}); nothing was changed") from None
-    if st.st_mtime_ns != note.mtime_ns or st.st_size != note.size:
-        raise Conflict(f"{note.path} changed while the offer was being accepted; try again")
-    write_atomic(real, new_text, mode=note.mode)
-    if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
-        try:
-            os.chown(real, st.st_uid, st.st_gid)
-        except OSError as exc:
-            _LOGGER.warning("could not keep the owner of %s (%s)", note.path, exc.strerror)
+        raise Conflict(f"{path} cannot be written now ({exc.strerror}); nothing was changed") from None
+    try:
+        write_atomic(note.path, new_text, mode=note.mode, unchanged=note.sha256, owner=(st.st_uid, st.st_gid))
+    except ChangedWhileWriting as exc:
+        kept = f" (a save that could not be put back is in {exc.kept})" if exc.kept else ""
+        raise Conflict(CHANGED.format(path=path, kept=kept)) from None
 
 
 def _rewrite_sidecar(store: TreeStore, tree_id: str) -> None:

@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ambient import places
 from ambient.app import App
 from ambient.errors import NotFound
 from ambient.store import TreeStore
@@ -20,7 +19,7 @@ from ambient.tree import Action, Node, Offer, Tree
 from integrations.notes.accept import accept_node
 from integrations.notes.history import NoteHistory, tree_source
 from integrations.notes.notes import line_col
-from integrations.notes.options import NotesOptions
+from integrations.notes.walls import Walls
 
 
 def register(sub: Any) -> None:
@@ -29,7 +28,8 @@ def register(sub: Any) -> None:
         help="take an offered continuation into its note",
         description="Insert an offered continuation into its note, at the point it was offered for "
         "(an atomic write that keeps the file's mode). Refuses, changing nothing, if the note has changed "
-        "around that point since.",
+        "around that point since, if it is saved at that very moment, or if it is not in a watched folder "
+        "([sources.notes] folders).",
     )
     p.add_argument("node", help="node id of the continuation (a prefix of at least 4 characters is enough)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -45,15 +45,9 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_offers)
 
 
-def notes_options(app: App) -> NotesOptions:
-    """``[sources.notes]`` (or its old name ``[sources.files]``)."""
-    options: NotesOptions = places.options(app.config, places.load("notes"))
-    return options
-
-
 def cmd_accept(args: argparse.Namespace, app: App) -> int:
     node_id = app.store.resolve_node_id(args.node)
-    result = accept_node(app.store, node_id, max_bytes=notes_options(app).max_bytes)
+    result = accept_node(app.store, node_id, Walls.from_config(app.config))
     if args.json:
         print(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
         return 0

@@ -1,10 +1,13 @@
 """Reading a note safely, and finding where the person was writing.
 
 :func:`read_note` refuses, with :class:`NoteUnreadable` and a one-line reason,
-what is not a note: a file over the size limit, binary data (NUL bytes),
+what is not a note: a link whose real target is outside the watched folders
+(when it is given them), a file over the size limit, binary data (NUL bytes),
 invalid UTF-8, something that is not a regular file (a FIFO is never waited
 on), a symlink loop, a file deleted or renamed while being read, or one it has
-no permission to read. Callers skip such a file with one log line.
+no permission to read. Callers skip such a file with one log line. Links are
+resolved first and the real file is opened without following a link, so a
+link swapped in at the last moment is refused rather than followed.
 
 :func:`find_change` compares two versions of a note: the region of the new
 text that differs from the old one, found by the longest common prefix and
@@ -19,6 +22,7 @@ import errno
 import hashlib
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -67,9 +71,22 @@ def text_sha(text: str) -> str:
 
 
 def _open_note(path: Path) -> BinaryIO:
-    """Open for reading without blocking (a FIFO named like a note must not hang the reader)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    """Open for reading without blocking (a FIFO named like a note must not hang the reader), and
+    without following a link in the last component (``path`` is already the real path)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     return os.fdopen(fd, "rb")
+
+
+def within(real: Path, folders: Sequence[Path]) -> bool:
+    """Whether the real path ``real`` lies inside one of ``folders`` (real paths themselves)."""
+    return any(real != f and real.is_relative_to(f) for f in folders)
+
+
+def outside_reason(real: Path) -> str:
+    return (
+        f"it links to {real}, outside the watched folders: a link is followed only to a file inside "
+        "sources.notes.folders (move the file into one, or watch its folder)"
+    )
 
 
 def _os_reason(exc: OSError) -> tuple[str, bool]:
@@ -78,19 +95,25 @@ def _os_reason(exc: OSError) -> tuple[str, bool]:
         return "it was deleted or renamed before it could be read", True
     if isinstance(exc, PermissionError):
         return "permission denied: give ambient read access, or add it to sources.notes.ignore", False
-    if exc.errno == errno.ELOOP:
-        return "it is a symlink loop: fix or remove the link", False
+    if exc.errno == errno.ELOOP:  # a loop, or a link put where the real file was a moment ago
+        return "it is a symlink loop, or became a link while being read: fix or remove the link", False
     if isinstance(exc, IsADirectoryError):
         return "it is a folder", False
     return f"cannot be read ({exc.strerror or exc})", False
 
 
-def read_note(path: Path, max_bytes: int) -> NoteText:
-    """The note's text; raises :class:`NoteUnreadable` for anything that is not a readable note."""
+def read_note(path: Path, max_bytes: int, folders: Sequence[Path] | None = None) -> NoteText:
+    """The note's text; raises :class:`NoteUnreadable` for anything that is not a readable note.
+
+    With ``folders`` (real paths), a note whose real path is outside them is refused.
+    """
     if not _utf8_name(path):  # the store keeps paths as UTF-8 text
         raise NoteUnreadable(path, "its name is not valid UTF-8: rename it (e.g. with `convmv -t utf-8`)")
+    real = Path(os.path.realpath(path))
+    if folders is not None and not within(real, folders):
+        raise NoteUnreadable(path, outside_reason(real))
     try:
-        with _open_note(path) as fh:
+        with _open_note(real) as fh:
             st = os.fstat(fh.fileno())
             if not stat.S_ISREG(st.st_mode):
                 raise NoteUnreadable(path, "it is not a regular file")

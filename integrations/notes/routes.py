@@ -6,13 +6,11 @@ from typing import Any
 
 from aiohttp import web
 
-from ambient import places
 from ambient.api import NODE_ERRORS, blocking, daemon_of, json_response
-from ambient.daemon import Daemon
 from ambient.store import TreeStore
 from ambient.validation import Route, read_body
 from integrations.notes.accept import Accepted, accept_node
-from integrations.notes.options import NotesOptions
+from integrations.notes.walls import Walls
 
 ACCEPTED: dict[str, Any] = {
     "type": "object",
@@ -44,8 +42,9 @@ async def accept(request: web.Request) -> web.Response:
     source = daemon.sources.get("notes")
     if source is not None:
         result: Accepted = await source.accept(node_id)  # type: ignore[attr-defined]
-    else:  # the notes place is not running: accept directly (the note is still on disk)
-        result = await blocking(request, accept_node, daemon.app.store, node_id, max_bytes=_max_bytes(daemon))
+    else:  # the notes place is not running: accept directly, within the configured folders
+        walls = await blocking(request, Walls.from_config, daemon.config)
+        result = await blocking(request, accept_node, daemon.app.store, node_id, walls)
         daemon.publish("note_accepted", result.as_dict())
     node, path = await blocking(request, _picked, daemon.app.store, node_id)
     daemon.publish("picked", {"node": node.as_dict(tokens=False), "path": path})
@@ -57,18 +56,14 @@ def _picked(store: TreeStore, node_id: str) -> tuple[Any, list[str]]:
     return store.get_node(node_id), [n.id for n in store.ancestry(node_id)]
 
 
-def _max_bytes(daemon: Daemon) -> int:
-    options: NotesOptions = places.options(daemon.config, places.load("notes"))
-    return options.max_bytes
-
-
 ROUTES = (
     Route(
         "POST",
         "/api/nodes/{node_id}/accept",
         accept,
         "insert a note continuation into its note at the point it was offered for (409 when the note "
-        "changed around that point; nothing is written then)",
+        "changed around that point or while accepting, or is not in a watched folder; nothing is written "
+        "then)",
         "AcceptResult",
         body=(),
         errors=(*NODE_ERRORS, 409),

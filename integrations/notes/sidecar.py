@@ -6,7 +6,11 @@ A sidecar lives under ``AMBIENT_HOME/sidecars/``, never in a watched folder::
 
 It is derived from the tree store (the source of truth) and rewritten
 atomically whenever an offer for the note finishes or one is accepted, so
-editing it changes nothing.
+editing it changes nothing. Its folders are made 0700 and the file 0600 (it
+holds what the person wrote and what was offered). Every text in it that comes
+from the model, the note or a file name is rendered inert
+(:mod:`integrations.notes.inert`): a Markdown previewer shows it verbatim, with
+no live image, link or HTML.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import re
 from pathlib import Path
 
 from ambient.fsutil import write_atomic
+from ambient.home import private_dir
 from ambient.store import TreeStore
 from ambient.tree import Action, Node, Offer, Tree
 from integrations.notes.history import NoteHistory, is_note_tree, note_path_of
+from integrations.notes.inert import code_block, code_span
 from integrations.notes.notes import line_col
 
 SIDECAR_DIR = "sidecars"
@@ -47,8 +53,8 @@ def rewrite(store: TreeStore, tree: Tree) -> Path | None:
     if not where or not is_note_tree(tree):
         return None
     path = Path(where)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, render(store, tree))
+    private_dir(path.parent)
+    write_atomic(path, render(store, tree))  # a new file is 0600 (mkstemp)
     return path
 
 
@@ -58,9 +64,9 @@ def render(store: TreeStore, tree: Tree) -> str:
     point, offers = history.current_offers(tree)
     note = note_path_of(tree)
     lines = [
-        f"# Offers for {Path(note).name}",
+        f"# Offers for {code_span(Path(note).name)}",
         "",
-        f"Note: `{note}`",
+        f"Note: {code_span(note)}",
         "",
         "_Written by ambient after each offer; edits here are overwritten. Take one into the note with "
         "`ambient accept ID` or the Accept button in the web UI._",
@@ -81,12 +87,12 @@ def render(store: TreeStore, tree: Tree) -> str:
 def _point_lines(point: Node, before: str) -> list[str]:
     line, col = line_col(before, len(before))
     where = f"line {line}, column {col}"
-    tail = before[-PREVIEW:].replace("\n", " ⏎ ")
+    tail = code_span("…" + before[-PREVIEW:])
     stamp = dt.datetime.fromtimestamp(point.created_at).strftime("%Y-%m-%d %H:%M:%S")
     return [
         f"Version {point.meta.get('version', '?')} saved {stamp}; continuing at {where}, after:",
         "",
-        f"> …{tail}",
+        f"> {tail}",
         "",
     ]
 
@@ -100,8 +106,8 @@ def _node_lines(node: Node, number: int, offer: Offer, accepted: bool) -> list[s
     if node.status == "pruned":
         flags.append("pruned")
     suffix = f" ({', '.join(flags)})" if flags else ""
-    body = [f"> {line}" if line else ">" for line in node.text.split("\n")]
-    return [f"## {number} · `{node.id[:12]}`{suffix}", "", *body, "", f"`ambient accept {node.id[:12]}`", ""]
+    head = f"## {number} · {code_span(node.id[:12])}{suffix}"
+    return [head, "", *code_block(node.text), "", code_span(f"ambient accept {node.id[:12]}"), ""]
 
 
 def _accepted_ids(store: TreeStore, offers: list[Offer]) -> set[str]:

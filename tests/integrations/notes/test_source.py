@@ -68,7 +68,7 @@ async def test_the_sidecar_lists_the_offers_outside_the_watched_folder(hub: Test
     [sidecar] = list((hub.app.config.home / "sidecars").rglob("*.offers.md"))
     assert sidecar.relative_to(hub.app.config.home / "sidecars").parts[1:] == ("sub", "idea.md.offers.md")
     body = sidecar.read_text()
-    assert "# Offers for idea.md" in body and "> …An idea" in body
+    assert "# Offers for ` idea.md `" in body and "> ` …An idea `" in body
     for node_id in hub.offers[0].node_ids:
         assert f"ambient accept {node_id[:12]}" in body
     assert not list(notes_dir.rglob("*.offers.md"))
