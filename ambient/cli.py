@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "ambient.commands.memory",
     "ambient.commands.daemon",
     "ambient.commands.forget",
+    "ambient.commands.backup",
     "ambient.commands.bench",
 )
 
