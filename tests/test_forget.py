@@ -173,3 +173,26 @@ async def test_the_api_forgets_and_tells_the_ui(app: App, aiohttp_client: Any) -
         assert event["node_ids"] == [nodes["secret"].id] and event["moved_ids"] == [nodes["below"].id]
         found = await client.get("/api/search", params={"q": QUERY})
         assert all("amber violin" not in r["text"] + r["lead"] for r in (await found.json())["results"])
+
+
+def test_a_forgotten_note_takes_its_sidecar_with_it(
+    app: App, home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ambient.tree import MODEL, Author, NewBranch
+    from integrations.notes import sidecar
+    from integrations.notes.history import NoteHistory
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    note = folder / "diary.md"
+    note.write_text("Dear diary." + SECRET)
+    side = sidecar.sidecar_path(home, folder, note)
+    recorded = NoteHistory(app.store).record(str(note), note.read_text(), offer=True, sidecar=str(side))
+    assert recorded.point_node is not None
+    app.store.add_offer(recorded.point_node.id, [NewBranch(" Under the well.")], author=Author(MODEL))
+    sidecar.rewrite(app.store, app.store.get_tree(recorded.tree.id))
+    assert side.exists() and "Under the well" in side.read_text()
+    app.close()
+    assert main(["forget", "--place", f"note:{note}"]) == 0
+    assert f"sidecar deleted: {side}" in capsys.readouterr().out
+    assert not side.exists() and note.read_text() == "Dear diary." + SECRET  # the note itself is the person's

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from ambient.fsutil import write_atomic
@@ -56,6 +57,24 @@ def rewrite(store: TreeStore, tree: Tree) -> Path | None:
     private_dir(path.parent)
     write_atomic(path, render(store, tree))  # a new file is 0600 (mkstemp)
     return path
+
+
+def forget(store: TreeStore, home: Path, touched: Sequence[str], removed: Sequence[Tree]) -> list[str]:
+    """After forgetting: rewrite the sidecars of note trees that lost nodes, delete those of removed notes.
+
+    Only files under ``home``'s sidecars folder are ever deleted.
+    """
+    lines: list[str] = []
+    for tree_id in touched:
+        if store.tree_exists(tree_id) and rewrite(store, store.get_tree(tree_id)) is not None:
+            lines.append(f"sidecar rewritten: {store.get_tree(tree_id).meta['sidecar']}")
+    root = (home / "sidecars").resolve()
+    for tree in removed:
+        where = tree.meta.get("sidecar")
+        if where and is_note_tree(tree) and Path(where).resolve().is_relative_to(root):
+            Path(where).unlink(missing_ok=True)
+            lines.append(f"sidecar deleted: {where}")
+    return lines
 
 
 def render(store: TreeStore, tree: Tree) -> str:

@@ -30,10 +30,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ambient.app import App
 from ambient.errors import AmbientError
 from ambient.offers import Overrides
 from ambient.sources import Hub, Source, SourceEvent
-from ambient.tree import Offer
+from ambient.store import Forgotten
+from ambient.tree import Offer, Tree
 from ambient.validation import Route
 from integrations.notes import sidecar
 from integrations.notes.accept import Accepted, accept_node
@@ -66,6 +68,11 @@ class NotesSource(Source):
     @classmethod
     def scope_of(cls, tree_source: str) -> str | None:
         return SCOPE if tree_source.startswith(SOURCE_PREFIX) else None
+
+    @classmethod
+    def forgotten(cls, app: App, forgotten: Forgotten, trees: Sequence[Tree]) -> list[str]:
+        """Sidecars: a removed note's is deleted, a note that lost nodes gets its sidecar rewritten."""
+        return sidecar.forget(app.store, app.config.home, forgotten.touched_tree_ids, trees)
 
     @classmethod
     def routes(cls) -> Sequence[Route]:
