@@ -141,11 +141,10 @@ def _put_back(tmp: Path, path: Path, ours: int) -> None:
             back = stack.enter_context(_held(tmp))
             try:
                 exchange(tmp, path)
-            except FileNotFoundError:  # nothing at path now: link the save back unless a newer one appears
-                with contextlib.suppress(FileExistsError):
+            except FileNotFoundError:  # nothing at path (an editor saving in two steps, or a deletion):
+                with contextlib.suppress(FileExistsError):  # link the save back, unless a newer one is there
                     os.link(tmp, path)
-                    return
-                continue
+                return
             if _identity(os.lstat(tmp)) == expect:
                 return
             expect = _identity(back)

@@ -39,7 +39,11 @@ STORE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 def private_dir(path: Path) -> Path:
     """Create ``path`` and any missing parents as 0700 folders (existing ones are left as they are)."""
     path = Path(path)
-    missing = [p for p in (path, *path.parents) if not p.exists()]
+    missing: list[Path] = []
+    for folder in (path, *path.parents):  # from the deepest up to the first that exists
+        if folder.is_dir():
+            break
+        missing.append(folder)
     for folder in reversed(missing):
         try:
             os.mkdir(folder, DIR_MODE)

@@ -277,6 +277,31 @@ def test_a_save_while_putting_back_is_not_undone(
     assert_refused_cleanly(store, note, nodes[0])
 
 
+def test_a_note_gone_while_putting_back_gets_the_save_back(
+    store: TreeStore, folder: Path, walls: Walls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    note = write_note(folder / "a.md", "Gone")
+    nodes = offer_at(store, note, [" soon"])
+    real_exchange = fsutil.exchange
+    calls = 0
+
+    def exchange(a: Path, b: Path) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            save_by_rename(note, "Gone, saved")  # slips in before the swap
+        else:
+            os.replace(note, folder / "a.md~")  # an editor's first step of a save: the note moves away
+        return real_exchange(a, b)
+
+    monkeypatch.setattr(fsutil, "exchange", exchange)
+    with pytest.raises(Conflict, match="changed while accepting"):
+        accept_node(store, nodes[0].id, walls)
+    assert note.read_text() == "Gone, saved" and calls == 2  # the save is back where it was
+    assert (folder / "a.md~").read_text() == "Gone soon"  # what the editor moved away: ours, briefly
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_without_renameat2_the_hash_checked_rename_is_used(
     store: TreeStore, folder: Path, walls: Walls, monkeypatch: pytest.MonkeyPatch
 ) -> None:
