@@ -131,6 +131,8 @@ ALLOWED = {
     ("ambient/commands/core.py", "cmd_export", "write_atomic"),
     ("ambient/commands/core.py", "make_demo", "write_text"),
     ("ambient/commands/daemon.py", "cmd_export_picks", "write_atomic"),
+    ("ambient/backup.py", "backup", "write_atomic"),  # the backup's manifest, in a folder a person named
+    ("ambient/security.py", "_replace_blank", "write_atomic"),  # a new token for one a crash left empty
     ("integrations/notes/sidecar.py", "rewrite", "write_atomic"),
     # the one way model text enters a note: a person's accept
     ("integrations/notes/accept.py", "_write", "write_atomic"),
