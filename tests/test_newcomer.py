@@ -152,7 +152,6 @@ def test_prepare_run_save_offer_accept(home: Path, running: tuple[subprocess.Pop
     print(f"save -> offer of 4 on the real model in {offered_in:.1f} s")
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (make system)")
 def test_the_ui_on_the_real_model(home: Path, default_model_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
