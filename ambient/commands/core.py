@@ -10,6 +10,7 @@ from typing import Any
 
 from ambient import signals_view
 from ambient.app import App
+from ambient.commands.live import LiveBranches
 from ambient.errors import InvalidInput, NotFound
 from ambient.fsutil import write_atomic
 from ambient.loom import export_jsonl, export_loom, import_loom
@@ -145,9 +146,20 @@ def cmd_continue(args: argparse.Namespace, app: App) -> int:
         source = "cli" if args.path == "-" else f"file:{Path(args.path).name}"
         tree, parent = app.store.create_tree(text, source=source)
     source_desc = {"kind": "tree", "tree_id": tree.id, "node_id": parent.id}
-    outcome = make_offer(
-        app, parent.id, options, source=source_desc, use_memory=not args.no_memory, oversample=args.oversample
-    )
+    live = LiveBranches(options.n, sys.stdout) if sys.stdout.isatty() and not args.json else None
+    try:
+        outcome = make_offer(
+            app,
+            parent.id,
+            options,
+            source=source_desc,
+            use_memory=not args.no_memory,
+            oversample=args.oversample,
+            on_token=live,  # on a terminal, the N branches grow in place as they are sampled
+        )
+    finally:
+        if live is not None:
+            live.close()
     app.index_pending()
     if args.json:
         payload = {
