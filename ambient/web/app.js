@@ -933,7 +933,7 @@ async function startMic() {
   $("#transcript").hidden = false;
   const button = $("#mic");
   button.setAttribute("aria-pressed", "true");
-  button.textContent = "■ Stop";
+  button.querySelector(".mic-label").textContent = "Stop"; // the icon follows aria-pressed (style.css)
   return undefined;
 }
 
@@ -948,7 +948,7 @@ function stopMic(tellServer = true) {
   $("#transcript-state").textContent = "stopped: the transcript is kept in its tree";
   const button = $("#mic");
   button.setAttribute("aria-pressed", "false");
-  button.textContent = "🎤 Speak";
+  button.querySelector(".mic-label").textContent = "Speak";
 }
 
 function toggleMic() {
