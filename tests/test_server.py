@@ -44,7 +44,7 @@ class FakeMemory:
         self.store: TreeStore | None = None
         self.synced = 0
 
-    def sync(self, store: TreeStore) -> int:
+    def sync(self, store: TreeStore, progress: Any = None) -> int:
         self.store = store
         self.synced += 1
         return 0

@@ -21,6 +21,7 @@ from typing import Any
 
 from ambient import places
 from ambient.app import App
+from ambient.commands.progress import items, shown
 from ambient.errors import InvalidInput
 
 CORE_BENCHMARKS = {name: f"ambient.bench.{name}" for name in ("sampling", "memory", "latency")}
@@ -56,7 +57,7 @@ def register(sub: Any) -> None:
 def cmd_bench(args: argparse.Namespace, app: App) -> int:
     found = benchmarks()
     names = list(found) if args.name == "all" else [args.name]
-    for name in names:
+    for name in items(names, "benchmarks", len(names) > 1 and shown(args.json)):
         try:
             module = importlib.import_module(found[name])
         except ModuleNotFoundError as exc:

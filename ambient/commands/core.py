@@ -11,6 +11,7 @@ from typing import Any
 from ambient import signals_view
 from ambient.app import App
 from ambient.commands.live import LiveBranches
+from ambient.commands.progress import nodes_bar, shown, steps_bar
 from ambient.errors import InvalidInput, NotFound
 from ambient.fsutil import write_atomic
 from ambient.loom import export_jsonl, export_loom, import_loom
@@ -279,7 +280,8 @@ def cmd_trees(args: argparse.Namespace, app: App) -> int:
 
 def cmd_import(args: argparse.Namespace, app: App) -> int:
     tree, counts = import_loom(app.store, args.file)
-    indexed = app.index_pending()
+    with nodes_bar(counts["added"] + counts["edited"], "remembering", shown(args.json)) as progress:
+        indexed = app.index_pending(progress)  # embedding the new nodes is most of an import's time
     if args.json:
         _print_json({"tree_id": tree.id, **counts, "indexed": indexed})
     else:
@@ -305,9 +307,10 @@ def cmd_export(args: argparse.Namespace, app: App) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace, app: App) -> int:
-    from ambient.models import resolve_model_path
+    from ambient.models import PREPARE_STEPS, resolve_model_path
 
-    result: dict[str, Any] = {"model": str(resolve_model_path(app.config))}
+    with steps_bar(PREPARE_STEPS, shown(args.json)) as on_step:
+        result: dict[str, Any] = {"model": str(resolve_model_path(app.config, on_step))}
     try:
         from ambient.memory import prepare_embedder
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from ambient import places
 from ambient.app import App
+from ambient.commands.progress import nodes_bar, shown
 from ambient.context import Fragment
 from ambient.errors import MemoryUnavailable, NotFound
 from ambient.memory_api import MemoryIndexProtocol
@@ -115,15 +116,8 @@ def cmd_reindex(args: argparse.Namespace, app: App) -> int:
     store = app.store
     total = store.node_count()
 
-    def progress(seen: int, embedded: int) -> None:
-        if not args.json:
-            print(
-                f"\rindexed {seen}/{total} nodes ({embedded} embedded)", end="", file=sys.stderr, flush=True
-            )
-
-    result = reindex(app.config, store, progress)
-    if not args.json and total:
-        print(file=sys.stderr)
+    with nodes_bar(total, "indexing", shown(args.json)) as progress:
+        result = reindex(app.config, store, progress)
     if args.json:
         payload = {
             "nodes": result.nodes,
