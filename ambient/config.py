@@ -9,6 +9,12 @@ short aliases exist (``AMBIENT_HOME``, ``AMBIENT_MODEL``). Unknown keys and bad
 values raise :class:`ConfigError` naming the key and how to fix it, and so does
 plain ``http://`` to another host without ``allow_plain_http`` (:mod:`ambient.remote`).
 
+Every field declares what it allows next to its default (a range, choices, a pattern, or
+explicitly anything: :mod:`ambient.settings`), and :func:`parse_section` checks each table it
+reads against those rules, so a bad value stops start-up with one line naming the key, the
+value and what is allowed, e.g. ``sampling.n must be 1..64, got 0: fix it in ambient.toml or
+AMBIENT_SAMPLING_N``.
+
 Integrations declare their own options dataclass and parse their table with
 :func:`parse_section`, so every option in ambient is validated the same way.
 """
@@ -21,12 +27,15 @@ import tomllib
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ambient import remote
+from ambient import remote, settings
 from ambient.errors import ConfigError
 from ambient.scopes import check_share
+from ambient.security import LOOPBACK_HOSTS
+from ambient.settings import each, free, matching, nonempty, one_of, one_of_live, template, within
 
 T = TypeVar("T")
 
@@ -42,20 +51,45 @@ def default_home(env: Mapping[str, str] | None = None) -> Path:
     return Path(xdg).expanduser() / "ambient"
 
 
+# The most continuations one offer may have: the same number as ambient.sampling.base.MAX_N
+# (importing it here would import in a circle; tests/test_config.py keeps the two equal).
+MAX_N = 64
+MAX_TOKENS = 4096  # tokens per continuation, as SamplingOptions.validate allows
+MAX_TEMPERATURE = 5  # as the API allows (ambient.api.SAMPLING)
+MAX_TOP_LOGPROBS = 20  # alternatives per token, as SamplingOptions.validate allows
+# model.backend's choices: the built-in ones, and every name ambient.sampling.registry.register_backend adds.
+BACKENDS: set[str] = {"local", "openai"}
+FRAGMENT_FIELDS = {"text": "", "score": 0.0, "node_id": "", "tree_id": "", "source": ""}  # ambient.context
+_SEED_MAX = 2**31 - 1  # what the local sampler draws when no seed is given
+_COLLECTION = r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]"  # Chroma's rule for a collection name
+_REMOTE = "a server address, checked by ambient.remote (plain http:// to another host needs allow_plain_http)"
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSection:
     """Which language model samples continuations."""
 
-    backend: str = "local"  # "local" (transformers + torch) or "openai"
-    path: str = "default"  # "default" = bundled Gemma 3 270M base, or a folder
-    device: str = "auto"  # "auto", "cpu", "cuda"
-    threads: int = 0  # 0 = one per core
-    prefix_cache_mb: int = 256  # local backend: key/value caches of recent prompt prefixes (0 = off)
-    base_url: str = ""  # for backend = "openai"
-    name: str = ""  # model name for the openai backend
-    api_key: str = dataclasses.field(default="", repr=False)  # openai backend; never logged, never in repr
-    context_length: int = 0  # openai backend: 0 = ask the server (else 2048)
-    timeout: float = 60.0  # openai backend: seconds to wait for the server's next byte
+    backend: str = field(default="local", metadata=one_of_live(BACKENDS))  # "local", "openai" or registered
+    path: str = field(  # "default" = bundled Gemma 3 270M base, or a folder
+        default="default", metadata=free('"default" or a folder, checked when the model loads')
+    )
+    device: str = field(
+        default="auto", metadata=matching(r"auto|cpu|cuda(:[0-9]+)?", "auto, cpu, cuda or cuda:N")
+    )
+    threads: int = field(default=0, metadata=within(0, note="0 = one per core"))
+    # local backend: key/value caches of recent prompt prefixes (0 = off)
+    prefix_cache_mb: int = field(default=256, metadata=within(0, 1_048_576, note="megabytes; 0 = off"))
+    base_url: str = field(default="", metadata=free(_REMOTE))  # for backend = "openai"
+    name: str = field(default="", metadata=free("any model name the server knows"))  # openai backend
+    api_key: str = field(  # openai backend; never logged, never in repr
+        default="", repr=False, metadata=free("a secret, sent only to model.base_url")
+    )
+    context_length: int = field(  # openai backend: 0 = ask the server (else 2048)
+        default=0, metadata=within(0, note="0 = ask the server")
+    )
+    timeout: float = field(  # openai backend: seconds to wait for the server's next byte
+        default=60.0, metadata=within(0, 3600, above=True, note="seconds")
+    )
     allow_plain_http: bool = False  # true: base_url may be http:// to another host (prompts unencrypted)
 
 
@@ -63,16 +97,18 @@ class ModelSection:
 class SamplingSection:
     """Default sampling settings for every offer."""
 
-    n: int = 4
-    max_tokens: int = 48
-    temperature: float = 0.9
-    top_p: float = 1.0
-    top_k: int = 0
-    top_logprobs: int = 5
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
+    n: int = field(default=4, metadata=within(1, MAX_N))
+    max_tokens: int = field(default=48, metadata=within(1, MAX_TOKENS))
+    temperature: float = field(default=0.9, metadata=within(0, MAX_TEMPERATURE, note="0 is greedy"))
+    top_p: float = field(default=1.0, metadata=within(0, 1, above=True))
+    top_k: int = field(default=0, metadata=within(0, note="0 = off"))
+    top_logprobs: int = field(default=5, metadata=within(0, MAX_TOP_LOGPROBS))
+    stop: tuple[str, ...] = field(default=(), metadata=each(nonempty("a text, not empty", blanks=True)))
+    seed: int | None = field(default=None, metadata=within(0, _SEED_MAX))
     signals: bool = True  # per-token signals (entropy, ease, attention, surprise) where the backend has them
-    oversample: int = 0  # 0 = off; else sample this many, cluster them, offer n representatives
+    oversample: int = field(  # 0 = off; else sample this many, cluster them, offer n representatives
+        default=0, metadata=within("n", MAX_N, off=0, off_means="off", note="at least sampling.n")
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,15 +116,28 @@ class MemorySection:
     """The vector store that makes every node findable by meaning."""
 
     enabled: bool = True
-    url: str = ""  # empty = embedded chromadb under AMBIENT_HOME; else a Chroma server
+    url: str = field(  # empty = embedded chromadb under AMBIENT_HOME; else a Chroma server
+        default="", metadata=free(f"empty (embedded) or {_REMOTE}")
+    )
     allow_plain_http: bool = False  # true: url may be http:// to another host (node texts unencrypted)
-    collection: str = "ambient-nodes"
-    embedder: str = "default"  # "default" = all-MiniLM-L6-v2, or a folder
-    k: int = 4  # fragments retrieved per context
-    min_score: float = 0.25
+    collection: str = field(
+        default="ambient-nodes",
+        metadata=matching(
+            _COLLECTION,
+            "3-512 letters, digits, '.', '_' or '-', starting and ending with a letter or digit",
+            note="a Chroma collection name",
+        ),
+    )
+    embedder: str = field(  # "default" = all-MiniLM-L6-v2, or a folder
+        default="default", metadata=free('"default" or a folder, checked when the embedder loads')
+    )
+    k: int = field(default=4, metadata=within(1, 200))  # fragments retrieved per context
+    min_score: float = field(default=0.25, metadata=within(-1, 1, note="a cosine similarity"))
     # Opt-in openings in the walls between places (ambient/scopes.py): a scope -> the scopes (or
     # "private") its offers may also retrieve from, e.g. "discord:123" = ["notes"]. Off by default.
-    share: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    share: Mapping[str, tuple[str, ...]] = field(
+        default_factory=dict, metadata=free("checked by ambient.scopes.check_share")
+    )
     include_pruned: bool = False  # let pruned nodes be retrieved too
 
     def __post_init__(self) -> None:
@@ -99,21 +148,30 @@ class MemorySection:
 class ContextSection:
     """How a prompt is assembled."""
 
-    budget: int = 0  # prompt tokens; 0 = the model's context length minus max_tokens
-    memory_header: str = "Related fragments from earlier:\n"
-    fragment_template: str = "---\n{text}\n"
-    memory_footer: str = "---\n\n"
-    memory_share: float = 0.35  # at most this share of the budget goes to memory
+    budget: int = field(  # prompt tokens; 0 = the model's context length minus max_tokens
+        default=0, metadata=within(0, note="prompt tokens; 0 = the model's context length minus max_tokens")
+    )
+    memory_header: str = field(default="Related fragments from earlier:\n", metadata=free("any text"))
+    fragment_template: str = field(default="---\n{text}\n", metadata=template(FRAGMENT_FIELDS))
+    memory_footer: str = field(default="---\n\n", metadata=free("any text"))
+    memory_share: float = field(  # at most this share of the budget goes to memory
+        default=0.35, metadata=within(0, 1)
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class ServerSection:
     """The daemon's HTTP API and web UI."""
 
-    host: str = "127.0.0.1"
-    port: int = 8765
-    max_body_bytes: int = 1_000_000
-    debounce_ms: int = 400
+    host: str = field(
+        default="127.0.0.1",
+        metadata=one_of(
+            *LOOPBACK_HOSTS, note="the daemon listens only on the loopback address; use an SSH tunnel"
+        ),
+    )
+    port: int = field(default=8765, metadata=within(0, 65535, note="0 picks a free port"))
+    max_body_bytes: int = field(default=1_000_000, metadata=within(1024, 1_073_741_824))
+    debounce_ms: int = field(default=400, metadata=within(0, 60_000))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,9 +204,9 @@ class Config:
         changes: dict[str, Any] = {}
         for key, value in sections.items():
             if "__" in key:
-                section, field = key.split("__", 1)
+                section, name = key.split("__", 1)
                 current = changes.get(section, getattr(self, section))
-                changes[section] = dataclasses.replace(current, **{field: value})
+                changes[section] = dataclasses.replace(current, **{name: value})
             else:
                 changes[key] = value
         changed = dataclasses.replace(self, **changes)
@@ -232,9 +290,10 @@ def _apply_env(
 
 
 def parse_section(cls: type[T], table: Mapping[str, Any], where: str) -> T:
-    """Build dataclass ``cls`` from ``table``, rejecting unknown keys and bad types.
+    """Build dataclass ``cls`` from ``table``, rejecting unknown keys, bad types and values its rules refuse.
 
-    Strings (from the environment) are converted to the field's type.
+    Strings (from the environment) are converted to the field's type; then every field's
+    rule (:mod:`ambient.settings`) is checked.
     """
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
@@ -243,7 +302,9 @@ def parse_section(cls: type[T], table: Mapping[str, Any], where: str) -> T:
         if key not in fields:
             raise ConfigError(f"unknown key '{where}.{key}': expected one of {', '.join(sorted(fields))}")
         values[key] = _coerce(raw, hints[key], f"{where}.{key}")
-    return cls(**values)
+    section = cls(**values)
+    settings.check(section, where)
+    return section
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -295,7 +356,5 @@ def _coerce_scalar(value: Any, hint: Any, key: str) -> Any:
             return Path(str(value)).expanduser()
     except (TypeError, ValueError):
         name = getattr(hint, "__name__", str(hint))
-        raise ConfigError(
-            f"{key} must be {name}, got {value!r}: fix it in ambient.toml or the environment"
-        ) from None
+        raise ConfigError(f"{key} must be {name}, got {value!r}: {settings.fix_hint(key)}") from None
     return value

