@@ -9,39 +9,72 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
+from dataclasses import field
 from typing import Any
 
-from ambient.config import Config, parse_section
+from ambient import settings
+from ambient.config import MAX_TEMPERATURE, MAX_TOKENS, Config, parse_section
 from ambient.errors import ConfigError
+from ambient.settings import each, free, nonempty, one_of, within
 
 ARCHIVE_MINUTES = (60, 1440, 4320, 10080)  # the thread auto-archive durations Discord accepts
 MAX_N = 10
 MAX_MEMBER_PULLS = 1000
 MAX_WINDOW_S = 86_400  # a day
 MAX_CONCURRENT_PULLS = 16  # the daemon's queue holds 32 jobs of every place
+IDS = each(within(0, 2**64 - 1), note="Discord ids")
 
 
 @dataclasses.dataclass(frozen=True)
 class DiscordOptions:
     """``[sources.discord]``."""
 
-    token: str = dataclasses.field(default="", repr=False)  # or AMBIENT_DISCORD_TOKEN; never logged
-    guilds: tuple[int, ...] = ()  # server ids the bot answers in (required)
-    channels: tuple[int, ...] = ()  # channel ids it answers in (and their threads); empty = all of them
-    listen_channels: tuple[int, ...] = ()  # channels whose messages are stored and remembered (opt-in)
-    role: str = ""  # role name or id needed to use the bot; empty = every member
-    prefix: str = "!"  # prefix of the fallback message command, e.g. "!continue 4 0.8"
-    history_window: int = 30  # messages of chat history in the context
-    n: int = 0  # continuations per pull; 0 = sampling.n
-    temperature: float | None = None  # None = sampling.temperature
-    max_tokens: int | None = None  # None = sampling.max_tokens
-    max_n: int = 6  # most continuations one pull may ask for (each is a message)
-    thread_archive_minutes: int = 1440
-    send_retries: int = 3  # attempts per message when Discord rate-limits the bot
+    token: str = field(  # or AMBIENT_DISCORD_TOKEN; never logged
+        default="", repr=False, metadata=free("a secret, used only to log in to Discord")
+    )
+    guilds: tuple[int, ...] = field(default=(), metadata=IDS)  # server ids the bot answers in (required)
+    channels: tuple[int, ...] = field(  # channel ids it answers in (and their threads); empty = all of them
+        default=(), metadata=IDS
+    )
+    listen_channels: tuple[int, ...] = field(  # channels whose messages are stored and remembered (opt-in)
+        default=(), metadata=IDS
+    )
+    role: str = field(  # role name or id needed to use the bot; empty = every member
+        default="", metadata=free("a role name or id; empty = every member")
+    )
+    prefix: str = field(  # prefix of the fallback message command, e.g. "!continue 4 0.8"
+        default="!", metadata=nonempty('a prefix such as "!"')
+    )
+    history_window: int = field(default=30, metadata=within(1, 200))  # messages of chat history in context
+    n: int = field(  # continuations per pull; 0 = sampling.n
+        default=0, metadata=within(1, "max_n", off=0, off_means="sampling.n")
+    )
+    temperature: float | None = field(  # None = sampling.temperature
+        default=None, metadata=within(0, MAX_TEMPERATURE)
+    )
+    max_tokens: int | None = field(default=None, metadata=within(1, MAX_TOKENS))  # None = sampling.max_tokens
+    max_n: int = field(  # most continuations one pull may ask for
+        default=6, metadata=within(1, MAX_N, note="each is a message")
+    )
+    thread_archive_minutes: int = field(
+        default=1440, metadata=one_of(*ARCHIVE_MINUTES, note="minutes, as Discord allows")
+    )
+    send_retries: int = field(  # attempts per message when Discord rate-limits the bot
+        default=3, metadata=within(1, 10)
+    )
     # Fairness: a pull is /continue, the menu, !continue, More like this or Branch (anything that samples).
-    member_pulls: int = 4  # pulls one member may start per member_window_s; 0 = no limit
-    member_window_s: int = 60  # the sliding window of member_pulls, in seconds
-    server_concurrent_pulls: int = 2  # pulls running or waiting in the daemon at once, per server
+    member_pulls: int = field(  # pulls one member may start per member_window_s; 0 = no limit
+        default=4, metadata=within(1, MAX_MEMBER_PULLS, off=0, off_means="no limit")
+    )
+    member_window_s: int = field(  # the sliding window of member_pulls, in seconds
+        default=60, metadata=within(1, MAX_WINDOW_S, note="seconds")
+    )
+    server_concurrent_pulls: int = field(  # pulls running or waiting in the daemon at once, per server
+        default=2,
+        metadata=within(
+            1, MAX_CONCURRENT_PULLS, note="each one waits in the daemon's queue, which the other places share"
+        ),
+    )
 
     @classmethod
     def from_config(cls, config: Config) -> DiscordOptions:
@@ -58,44 +91,12 @@ class DiscordOptions:
                 "sources.discord.guilds is empty: list the server ids the bot may answer in "
                 "(right-click the server in Discord with developer mode on, Copy Server ID)"
             )
-        if not self.prefix.strip():
-            raise ConfigError('sources.discord.prefix is empty: use a prefix such as "!"')
-        if not 1 <= self.history_window <= 200:
-            raise ConfigError(f"sources.discord.history_window must be 1..200, got {self.history_window}")
-        if not 1 <= self.max_n <= MAX_N:
-            raise ConfigError(f"sources.discord.max_n must be 1..{MAX_N}, got {self.max_n}")
-        if not 0 <= self.n <= self.max_n:
-            raise ConfigError(f"sources.discord.n must be 0 (sampling.n) or 1..{self.max_n}, got {self.n}")
-        if self.thread_archive_minutes not in ARCHIVE_MINUTES:
-            raise ConfigError(
-                f"sources.discord.thread_archive_minutes must be one of {ARCHIVE_MINUTES}, "
-                f"got {self.thread_archive_minutes}"
-            )
-        if not 1 <= self.send_retries <= 10:
-            raise ConfigError(f"sources.discord.send_retries must be 1..10, got {self.send_retries}")
-        self._check_fairness()
+        settings.check(self, "sources.discord")
         stray = sorted(set(self.listen_channels) - set(self.channels)) if self.channels else []
         if stray:
             raise ConfigError(
                 f"sources.discord.listen_channels has {stray[0]}, which is not in sources.discord.channels: "
                 "add it there too, or stop listening to it"
-            )
-
-    def _check_fairness(self) -> None:
-        if not 0 <= self.member_pulls <= MAX_MEMBER_PULLS:
-            raise ConfigError(
-                f"sources.discord.member_pulls must be 0 (no limit) or 1..{MAX_MEMBER_PULLS}, "
-                f"got {self.member_pulls}"
-            )
-        if not 1 <= self.member_window_s <= MAX_WINDOW_S:
-            raise ConfigError(
-                f"sources.discord.member_window_s must be 1..{MAX_WINDOW_S} (seconds), "
-                f"got {self.member_window_s}"
-            )
-        if not 1 <= self.server_concurrent_pulls <= MAX_CONCURRENT_PULLS:
-            raise ConfigError(
-                f"sources.discord.server_concurrent_pulls must be 1..{MAX_CONCURRENT_PULLS} (each one waits "
-                f"in the daemon's queue, which the other places share), got {self.server_concurrent_pulls}"
             )
 
     # ---------------------------------------------------------------- access

@@ -58,9 +58,15 @@ def test_unknown_key_is_rejected_with_the_choices() -> None:
         (DiscordOptions(), "sources.discord.guilds is empty"),
         (DiscordOptions(guilds=(1,), history_window=0), "history_window must be 1..200"),
         (DiscordOptions(guilds=(1,), max_n=11), "max_n must be 1..10"),
-        (DiscordOptions(guilds=(1,), n=7), "n must be 0"),
-        (DiscordOptions(guilds=(1,), thread_archive_minutes=5), "thread_archive_minutes must be one of"),
-        (DiscordOptions(guilds=(1,), prefix=" "), "prefix is empty"),
+        (DiscordOptions(guilds=(1,), n=7), r"n must be 0 \(sampling.n\) or 1..6, got 7"),
+        (
+            DiscordOptions(guilds=(1,), thread_archive_minutes=5),
+            r"thread_archive_minutes must be 60, 1440, 4320 or 10080 \(minutes, as Discord allows\), got 5",
+        ),
+        (DiscordOptions(guilds=(1,), prefix=" "), 'prefix must be a prefix such as "!", got'),
+        (DiscordOptions(guilds=(1,), temperature=-1.0), "temperature must be 0..5, got -1.0"),
+        (DiscordOptions(guilds=(1,), max_tokens=0), "max_tokens must be 1..4096, got 0"),
+        (DiscordOptions(guilds=(-5,)), r"guilds must be a list whose every item is 0..\d+ \(Discord ids\)"),
         (DiscordOptions(guilds=(1,), channels=(10,), listen_channels=(11,)), "11, which is not in"),
         (DiscordOptions(guilds=(1,), member_pulls=-1), r"member_pulls must be 0 \(no limit\) or 1..1000"),
         (DiscordOptions(guilds=(1,), member_window_s=0), "member_window_s must be 1..86400"),
@@ -70,6 +76,39 @@ def test_unknown_key_is_rejected_with_the_choices() -> None:
 def test_check_names_the_key(options: DiscordOptions, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         options.check()
+
+
+@pytest.mark.parametrize(
+    ("toml", "line"),
+    [
+        (
+            "history_window = 0",
+            "sources.discord.history_window must be 1..200, got 0: fix it in ambient.toml",
+        ),
+        (
+            "member_pulls = -1",
+            "sources.discord.member_pulls must be 0 (no limit) or 1..1000, got -1: fix it in ambient.toml",
+        ),
+        (
+            "max_n = 3\nn = 4",
+            "sources.discord.n must be 0 (sampling.n) or 1..3, got 4: fix it in ambient.toml",
+        ),
+    ],
+)
+def test_a_bad_table_is_refused_as_it_is_read(tmp_path: Path, toml: str, line: str) -> None:
+    """check()'s rules, applied as the table is read: one line naming key, value and what is allowed."""
+    (tmp_path / "ambient.toml").write_text(f"[sources.discord]\nguilds = [1]\n{toml}\n")
+    config = load_config(env={"AMBIENT_HOME": str(tmp_path)})
+    with pytest.raises(ConfigError) as caught:
+        DiscordOptions.from_config(config)
+    assert str(caught.value) == line
+
+
+def test_edge_values_are_accepted() -> None:
+    table = {"guilds": [1], "n": 10, "max_n": 10, "history_window": 200, "member_pulls": 0}
+    options = DiscordOptions.from_table({**table, "member_window_s": 86_400, "thread_archive_minutes": 60})
+    options.check()
+    assert (options.n, options.member_pulls, options.thread_archive_minutes) == (10, 0, 60)
 
 
 def test_allowlists() -> None:
