@@ -43,6 +43,7 @@ from integrations.discord.fairness import Fairness, Limited
 from integrations.discord.posting import CONNECTION_ERRORS, display_text
 from integrations.discord.replies import (
     DENIED,
+    WAIT,
     WARNING,
     ContextRequester,
     InteractionRequester,
@@ -60,6 +61,8 @@ class Flows(ChatReader, Access):
     _pick_lock: asyncio.Lock
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # discord.py waits out rate limits up to this long; a longer one is told to the person (posting)
+        kwargs.setdefault("max_ratelimit_timeout", posting.LONGEST_WAIT_S)
         super().__init__(*args, **kwargs)
         self.fairness = Fairness()  # who may start a pull now (kept across option changes)
 
@@ -156,19 +159,23 @@ class Flows(ChatReader, Access):
             )
         except discord.NotFound:
             await self._tell(requester, "That message or thread no longer exists (was it deleted?).")
-        except discord.HTTPException as exc:
-            if exc.status == 429:
-                await self._tell(
-                    requester, "Discord is rate-limiting ambient right now: try again in a minute."
-                )
-            else:
-                await self._tell(requester, f"Discord answered with an error ({exc.status}): try again.")
+        except (discord.HTTPException, discord.RateLimited) as exc:
+            await self._tell_discord_error(requester, exc)
         except CONNECTION_ERRORS as exc:
             _LOGGER.warning("Discord: connection problem: %s", exc)
             await self._tell(requester, "The connection to Discord dropped: try again in a moment.")
         except Exception as exc:
             _LOGGER.exception("Discord: request failed")
             await self._tell(requester, f"Something went wrong ({type(exc).__name__}): see ambient's log.")
+
+    async def _tell_discord_error(self, requester: Requester, exc: Exception) -> None:
+        """A rate limit discord.py did not wait out says how long; any other error, its status."""
+        wait = posting.rate_limited_for(exc)
+        if wait is not None:
+            await self._tell(requester, posting.rate_limit_text(wait), WAIT)
+        else:
+            status = getattr(exc, "status", "?")
+            await self._tell(requester, f"Discord answered with an error ({status}): try again.")
 
     async def _tell(self, requester: Requester, text: str, reaction: str = WARNING) -> None:
         try:
@@ -202,11 +209,10 @@ class Flows(ChatReader, Access):
                 await requester.tell("That continuation is already picked: it is in the thread above.")
                 return
             try:
-                text = display_text(result.text)
-                message = await posting.post_text(channel, text, attempts=self.options.send_retries)
-            except (discord.HTTPException, *CONNECTION_ERRORS) as exc:
+                message = await posting.post_text(channel, display_text(result.text))
+            except (discord.HTTPException, discord.RateLimited, *CONNECTION_ERRORS) as exc:
                 _LOGGER.warning("Discord: pick %s stored, posting it failed: %s", node_id, exc)
-                await requester.tell("Picked and saved, but posting it failed: press Pick again to post it.")
+                await requester.tell(_unposted_pick(exc))
                 return
             await self.hub.run_blocking(self.trees.mark_posted, place, node_id, message.id, message.author.id)
         self.remember_later()
@@ -256,9 +262,7 @@ class Flows(ChatReader, Access):
         if target is None:
             target = await self._latest(channel)
         # first: a deleted message stops here, with nothing stored
-        thread = await posting.thread_on(
-            target, self.options.thread_archive_minutes, attempts=self.options.send_retries
-        )
+        thread = await posting.thread_on(target, self.options.thread_archive_minutes)
         return thread, await self._sync_channel(channel, place, target)
 
     async def _offer_and_post(
@@ -288,9 +292,15 @@ class Flows(ChatReader, Access):
         nodes = await self.hub.run_blocking(self.trees.nodes, list(offer.node_ids))
         if not nodes:
             raise Refused("the model gave no continuation: try again.")
-        posted = [
-            await posting.post_continuation(channel, i, node, attempts=self.options.send_retries)
-            for i, node in enumerate(nodes, 1)
-        ]
+        posted = await posting.post_continuations(channel, nodes)
         self.remember_later()
         return posted
+
+
+def _unposted_pick(exc: Exception) -> str:
+    """What to tell the person whose pick is stored but not posted (nothing of it is left in the thread)."""
+    wait = posting.rate_limited_for(exc)
+    if wait is not None:
+        limited = f"Discord is rate-limiting this bot for {posting.wait_text(wait)}"
+        return f"Picked and saved, but {limited}: press Pick again then."
+    return "Picked and saved, but posting it failed: press Pick again to post it."

@@ -10,7 +10,11 @@ adds what the bot needs beyond that, always at the HTTP edge:
   :class:`discord.Interaction` objects parsed from gateway payloads and
   dispatched through discord.py's own command tree and view store; only their
   HTTP replies (defer, ephemeral answers) are recorded instead of sent;
-* injected failures: a 429 rate limit or a dropped connection on the next sends;
+* injected failures on the next sends: a rate limit that lasts (discord.py's
+  :class:`discord.RateLimited`) or a dropped connection. Rate limits discord.py
+  waits out never reach the bot, and dpytest replaces the HTTP client that
+  waits: ``test_rate_limits.py`` runs those against a fake Discord on loopback
+  (``fake_api.py``), through discord.py's own HTTP client;
 * direct messages, recorded apart from what is posted in the server, and a
   member's DMs closed (Discord's 403, code 50007 "Cannot send messages to this
   user"); reactions the bot adds, recorded (refused without Add Reactions).
@@ -82,7 +86,7 @@ class OfflineDiscord:
         self.dms: list[Direct] = []
         self.reactions: list[Reaction] = []
         self.closed_dms: set[int] = set()  # members who accept no direct message from the bot
-        self.send_failures: list[Exception] = []
+        self.send_failures: list[Exception | None] = []  # what each next send raises (None: it goes through)
 
     async def start(
         self,
@@ -217,11 +221,21 @@ class OfflineDiscord:
         self.state.parse_channel_update(data)
         await dpytest.run_all_events()
 
-    def rate_limit_next(self, times: int = 1, retry_after: float = 0.01) -> None:
-        headers = {"Retry-After": str(retry_after)}
-        self.send_failures += [
-            http_error(429, 0, "You are being rate limited.", headers) for _ in range(times)
-        ]
+    def rate_limit_next(self, retry_after: float = 37.0, after: int = 0) -> None:
+        """Discord rate-limits the bot for longer than discord.py waits (its ``max_ratelimit_timeout``).
+
+        After ``after`` more sends go through, the next one raises :class:`discord.RateLimited`, as
+        discord.py's HTTP client does (at once, without sending) for a wait longer than that.
+        """
+        self.send_failures += [None] * after + [discord.RateLimited(retry_after)]
+
+    def still_posted(self, sent: Sent) -> bool:
+        """Whether the message the bot sent is still there (not deleted since)."""
+        try:
+            self.raw_message(sent.channel_id, sent.message_id)
+        except KeyError:
+            return False
+        return True
 
     async def drop_gateway(self) -> None:
         """The gateway connection drops and discord.py resumes the session."""
@@ -341,8 +355,9 @@ class OfflineDiscord:
 
         async def send_message(channel_id: int, *, params: Any) -> Any:
             channel = backend._get_higher_locs(1).get("channel")  # dpytest reads it from this frame, too
-            if self.send_failures:
-                raise self.send_failures.pop(0)
+            failure = self.send_failures.pop(0) if self.send_failures else None
+            if failure is not None:
+                raise failure
             if isinstance(channel, discord.DMChannel):
                 self._check_dm(channel)
                 data = await original_send(channel_id, params=params)

@@ -96,22 +96,46 @@ async def test_a_very_long_history_is_cut_to_the_window(world: World) -> None:
     assert len(lines_of(world, general)) == 30  # only the window was stored
 
 
-async def test_rate_limits_are_waited_out(world: World) -> None:
+async def test_a_rate_limit_that_lasts_is_told_and_leaves_no_half_pull(world: World) -> None:
+    """discord.py raises RateLimited (a wait over 30 s) on the 2nd continuation: the 1st is taken back."""
     general = world.discord.channel("general")
     await world.discord.say("hello", general, "Alice")
-    world.discord.rate_limit_next(times=2)
+    world.discord.rate_limit_next(retry_after=36.2, after=1)
     interaction = await world.discord.slash(general, "Bob")
-    assert len(world.offers()) == 3
-    assert "3 continuations" in (interaction.replies[-1].content or "")
-
-
-async def test_a_rate_limit_that_lasts_is_reported(world: World) -> None:
-    general = world.discord.channel("general")
-    await world.discord.say("hello", general, "Alice")
-    world.discord.rate_limit_next(times=20)
-    interaction = await world.discord.slash(general, "Bob")
-    assert "rate-limiting" in (interaction.replies[-1].content or "")
+    assert interaction.texts()[-1] == "Discord is rate-limiting this bot for 37 s: try again then."
     assert interaction.replies[-1].ephemeral
+    assert len(world.offers()) == 1  # the first continuation was posted...
+    assert not any(world.discord.still_posted(s) for s in world.discord.sent)  # ...and deleted again
+    again = await world.discord.slash(world.discord.thread(world.offers()[0].channel_id), "Bob")
+    assert "3 continuations" in again.texts()[-1]  # later, in the same thread, a pull goes through
+
+
+async def test_a_prefix_pull_under_a_lasting_limit_is_told_by_direct_message(world: World) -> None:
+    general = world.discord.channel("general")
+    await world.discord.say("hello", general, "Alice")
+    world.discord.rate_limit_next(retry_after=45.0)
+    await world.discord.say("!continue", general, "Bob")
+    assert world.discord.dms_to("Bob") == [
+        f"Your `!continue` in {general.mention}: Discord is rate-limiting this bot for 45 s: try again then."
+    ]
+    assert world.offers() == []
+
+
+async def test_a_pick_under_a_lasting_limit_stays_stored_and_posts_once_later(world: World) -> None:
+    general = world.discord.channel("general")
+    await world.discord.say("hello", general, "Alice")
+    await world.discord.slash(general, "Bob")
+    first = world.offers()[0]
+    world.discord.rate_limit_next(retry_after=40.0)
+    failed = await world.discord.click(first, "pick", "Bob")
+    assert failed.texts()[-1] == (
+        "Picked and saved, but Discord is rate-limiting this bot for 40 s: press Pick again then."
+    )
+    assert world.node(first).status == Status.PICKED
+    posted = len(world.discord.sent)
+    again = await world.discord.click(first, "pick", "Bob")
+    assert "Picked" in again.texts()[-1]
+    assert [s.content for s in world.discord.sent[posted:]] == [world.node(first).text.strip()]
 
 
 async def test_a_lost_connection_never_loses_a_pick(world: World) -> None:
