@@ -8,6 +8,7 @@ pure functions of ids and role names so they can be tested without Discord.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import field
 from typing import Any
@@ -16,6 +17,8 @@ from ambient import settings
 from ambient.config import MAX_TEMPERATURE, MAX_TOKENS, Config, parse_section
 from ambient.errors import ConfigError
 from ambient.settings import each, free, nonempty, one_of, within
+
+_LOGGER = logging.getLogger(__name__)
 
 ARCHIVE_MINUTES = (60, 1440, 4320, 10080)  # the thread auto-archive durations Discord accepts
 MAX_N = 10
@@ -59,8 +62,8 @@ class DiscordOptions:
     thread_archive_minutes: int = field(
         default=1440, metadata=one_of(*ARCHIVE_MINUTES, note="minutes, as Discord allows")
     )
-    send_retries: int = field(  # attempts per message when Discord rate-limits the bot
-        default=3, metadata=within(1, 10)
+    send_retries: int | None = field(  # no longer used (discord.py waits out rate limits)
+        default=None, metadata=free("no longer used; kept so old tables load")
     )
     # Fairness: a pull is /continue, the menu, !continue, More like this or Branch (anything that samples).
     member_pulls: int = field(  # pulls one member may start per member_window_s; 0 = no limit
@@ -92,11 +95,21 @@ class DiscordOptions:
                 "(right-click the server in Discord with developer mode on, Copy Server ID)"
             )
         settings.check(self, "sources.discord")
+        self._warn_unused()
         stray = sorted(set(self.listen_channels) - set(self.channels)) if self.channels else []
         if stray:
             raise ConfigError(
                 f"sources.discord.listen_channels has {stray[0]}, which is not in sources.discord.channels: "
                 "add it there too, or stop listening to it"
+            )
+
+    def _warn_unused(self) -> None:
+        """Keys of earlier versions still load, and the log says to delete them."""
+        if self.send_retries is not None:
+            _LOGGER.warning(
+                "sources.discord.send_retries is no longer used: discord.py waits out Discord's rate "
+                "limits itself (up to 30 s; a longer one is told to the person who asked): "
+                "delete it from ambient.toml"
             )
 
     # ---------------------------------------------------------------- access

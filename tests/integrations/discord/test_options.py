@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,18 @@ def test_refusal_says_why() -> None:
     assert "role 'Thinkers' to use ambient here: ask a moderator for it" in (
         options.refusal(1, 10, None, []) or ""
     )
+
+
+def test_send_retries_of_earlier_versions_still_loads_and_the_log_says_to_delete_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rate limits are discord.py's now: an old table keeps loading, and the log names the key to delete."""
+    (tmp_path / "ambient.toml").write_text("[sources.discord]\nguilds = [1]\nsend_retries = 3\n")
+    options = DiscordOptions.from_config(load_config(env={"AMBIENT_HOME": str(tmp_path)}))
+    with caplog.at_level(logging.WARNING, logger="integrations.discord.options"):
+        options.check()
+        DiscordOptions(guilds=(1,)).check()  # without the key: nothing to say
+    assert [r.getMessage() for r in caplog.records] == [
+        "sources.discord.send_retries is no longer used: discord.py waits out Discord's rate limits itself "
+        "(up to 30 s; a longer one is told to the person who asked): delete it from ambient.toml"
+    ]
