@@ -182,12 +182,16 @@ def cmd_continue(args: argparse.Namespace, app: App) -> int:
         return 0
     if app.memory_warning:
         print(f"warning: {app.memory_warning}", file=sys.stderr)
-    print(f"tree {tree.id[:12]}  offer at {parent.id[:12]}  ({len(outcome.nodes)} continuations)")
-    for i, n in enumerate(outcome.nodes, 1):
+    _print_offer(tree, parent, outcome.nodes)
+    return 0
+
+
+def _print_offer(tree: Tree, parent: Node, nodes: list[Node]) -> None:
+    print(f"tree {tree.id[:12]}  offer at {parent.id[:12]}  ({len(nodes)} continuations)")
+    for i, n in enumerate(nodes, 1):
         print(f"\n── {i} · {n.id[:12]} " + "─" * 40)
         print(n.text)
     print("\npick one with: ambient pick NODE")
-    return 0
 
 
 def cmd_pick(args: argparse.Namespace, app: App) -> int:

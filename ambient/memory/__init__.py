@@ -21,8 +21,9 @@ from pathlib import Path
 from ambient.config import Config
 from ambient.errors import MemoryUnavailable
 from ambient.memory.embedder import Embedder, resolve_embedder_path
-from ambient.memory.index import MemoryIndex, Progress, check_query
+from ambient.memory.index import MemoryIndex, Progress
 from ambient.memory.location import Location
+from ambient.memory.queries import check_query
 from ambient.store import TreeStore
 
 __all__ = [

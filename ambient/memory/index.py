@@ -30,20 +30,19 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from ambient import scopes
 from ambient.context import Fragment, Retriever
 from ambient.errors import InvalidInput, MemoryUnavailable
 from ambient.fsutil import write_atomic
 from ambient.memory.documents import DOC_VERSION, METADATA_VERSION, Doc, DocBuilder, descendants
 from ambient.memory.embedder import AmbientEmbeddingFunction, Embedder
 from ambient.memory.location import Location
+from ambient.memory.queries import MAX_QUERY_CHARS, check_query, fragment_of, where_clause
 from ambient.scopes import View
 from ambient.store import TreeStore
-from ambient.tree import Node, Status
+from ambient.tree import Node
 
 _LOGGER = logging.getLogger(__name__)
 
-MAX_QUERY_CHARS = 2000
 MAX_K = 200
 SYNC_BATCH = 1000
 Progress = Callable[[int, int], None]  # (nodes seen, nodes embedded) so far
@@ -300,7 +299,7 @@ class MemoryIndex:
         query = check_query(query)
         if not 1 <= k <= MAX_K:
             raise InvalidInput(f"k must be between 1 and {MAX_K}, got {k}")
-        where = _where(status, source, exclude_tree_id, exclude_node_ids, view)
+        where = where_clause(status, source, exclude_tree_id, exclude_node_ids, view)
         vector = self.embedder.embed([query])
         with self.location.guard("searched"):
             found = self._collection.query(
@@ -312,7 +311,7 @@ class MemoryIndex:
         rows = zip(
             found["ids"][0], found["documents"][0], found["metadatas"][0], found["distances"][0], strict=True
         )
-        return [_fragment(i, doc, meta, dist) for i, doc, meta, dist in rows]
+        return [fragment_of(i, doc, meta, dist) for i, doc, meta, dist in rows]
 
     def retriever(self) -> Retriever:
         """The ContextBuilder's view: never raises for an empty query, clamps long ones."""
@@ -358,20 +357,6 @@ def owner_id(folder: Path) -> str:
     return value
 
 
-def check_query(query: str) -> str:
-    """A usable search query, or InvalidInput saying what is wrong."""
-    if not query or not query.strip():
-        raise InvalidInput(
-            'the search query is empty: give a few words, e.g. ambient search "a ship lost at sea"'
-        )
-    if len(query) > MAX_QUERY_CHARS:
-        raise InvalidInput(
-            f"the search query is {len(query)} characters long: give at most {MAX_QUERY_CHARS} "
-            "(a sentence or two finds more than a page)"
-        )
-    return query.strip()
-
-
 def _same_metadata(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """Equal metadata; times may come back from Chroma a few units in the last place off."""
     if old.keys() != new.keys():
@@ -396,42 +381,3 @@ def _changes(store: TreeStore, version: int, limit: int) -> list[tuple[int, Node
         last = batch[-1][0]
         batch = [b for b in batch if b[0] != last]
     return batch
-
-
-def _where(
-    status: str | None,
-    source: str | None,
-    exclude_tree_id: str | None,
-    exclude_node_ids: Collection[str],
-    view: View | None = None,
-) -> dict[str, Any] | None:
-    clauses: list[dict[str, Any]] = [scopes.where(view)] if view is not None else []
-    if status is not None:
-        if status not in {str(s) for s in Status}:
-            raise InvalidInput(f"status must be one of picked, offered, pruned; got {status!r}")
-        clauses.append({"status": status})
-    if source is not None:
-        clauses.append({"source": source})
-    if exclude_tree_id is not None:
-        clauses.append({"tree_id": {"$ne": exclude_tree_id}})
-    if exclude_node_ids:
-        clauses.append({"node_id": {"$nin": sorted(exclude_node_ids)}})
-    if not clauses:
-        return None
-    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
-
-
-def _fragment(node_id: str, document: str | None, meta: Any, distance: float) -> Fragment:
-    meta = dict(meta or {})
-    document = document or ""
-    lead = int(meta.get("lead_chars", 0))
-    return Fragment(
-        node_id=node_id,
-        tree_id=str(meta.get("tree_id", "")),
-        text=document[lead:],
-        score=1.0 - float(distance),
-        status=str(meta.get("status", "")),
-        source=str(meta.get("source", "")),
-        lead=document[:lead],
-        scope=str(meta.get("scope", "")),
-    )
