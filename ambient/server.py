@@ -65,7 +65,12 @@ _LOGGER = logging.getLogger(__name__)
 
 RUNTIME_FILE = "daemon.json"
 WEB_DIR = Path(__file__).parent / "web"
-STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
+STATIC_FILES = {
+    "app.js": "text/javascript",
+    "mic-worklet.js": "text/javascript",
+    "style.css": "text/css",
+    "favicon.svg": "image/svg+xml",
+}
 PUBLIC_ROUTES = ("/", "/static/{name}")  # the page and its static files: they hold no data
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

@@ -1,9 +1,10 @@
 """Speaking from the browser: 16 kHz PCM frames over the daemon's WebSocket reach the speech source.
 
 Real audio (espeak-ng, sox), the real tiny.en Whisper, the real daemon and a real WebSocket (aiohttp's
-test client): a transcript with committed text comes back and the session's tree gets the speaker's
-nodes. Without a speech source the client is told how to turn it on; a bad frame is an error message
-and the socket stays usable.
+test client): with the default configuration (no [sources.speech] table: the browser's frames need no
+audio device on the server) a transcript with committed text comes back and the session's tree gets
+the speaker's nodes. When speech is off (turned off, or its setup failed) the client is told why; a bad
+frame is an error message and the socket stays usable.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from aiohttp.test_utils import TestClient
 from ambient.app import App
 from ambient.daemon import Daemon
 from integrations.speech.bench import wer
-from integrations.speech.socket import SPEECH_OFF
 from tests.fakes import FakeSampler
 from tests.integrations.speech.helpers import SENTENCES, sox, speak
 from tests.test_server import make_config
@@ -37,7 +37,7 @@ FRAME = 16000 * 2 // 10  # 100 ms of 16-bit mono samples at 16 kHz, as the UI se
 def pcm_16k(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     folder = tmp_path_factory.mktemp("speech-ws")
     path = sox(speak(SENTENCES[:2], folder / "22k.wav"), folder / "16k.wav", rate=16000)
-    with wave.open(str(path)) as file:
+    with wave.open(str(path), "rb") as file:
         assert (file.getframerate(), file.getnchannels(), file.getsampwidth()) == (16000, 1, 2)
         return file.readframes(file.getnframes())
 
@@ -100,15 +100,30 @@ async def serve(
 
 @pytest.fixture
 async def speaking(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[tuple[Daemon, TestClient[Any, Any]]]:
-    async for pair in serve(tmp_path, aiohttp_client, {"speech": {"input": "none"}}):
+    """The default configuration: no [sources.speech] table, and speech runs for the browser."""
+    async for pair in serve(tmp_path, aiohttp_client, {}):
         assert pair[0].sources.get("speech") is not None, pair[0].sources.status()
         yield pair
 
 
-@pytest.fixture
-async def silent(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[tuple[Daemon, TestClient[Any, Any]]]:
-    async for pair in serve(tmp_path, aiohttp_client, {}):
-        yield pair
+OFF = {
+    "turned off": ({"enabled": False}, "speech is off (sources.speech.enabled = false)"),
+    "setup failed": (
+        {"input": "/no/such/recording.wav"},
+        "speech is off (sources.speech.input '/no/such/recording.wav' is not a file: give an audio file, "
+        "'mic', or 'none' (browser only))",
+    ),
+}
+
+
+@pytest.fixture(params=sorted(OFF))
+async def silent(
+    request: pytest.FixtureRequest, tmp_path: Path, aiohttp_client: Any
+) -> AsyncIterator[tuple[Daemon, TestClient[Any, Any], str]]:
+    table, message = OFF[request.param]
+    async for daemon, client in serve(tmp_path, aiohttp_client, {"speech": table}):
+        assert daemon.sources.get("speech") is None
+        yield daemon, client, message
 
 
 async def test_spoken_frames_come_back_as_a_transcript_and_a_tree(
@@ -167,16 +182,16 @@ async def test_an_odd_frame_is_an_error_and_the_socket_goes_on(
     await socket.close()
 
 
-async def test_without_a_speech_source_the_client_is_told_how_to_turn_it_on(
-    silent: tuple[Daemon, TestClient[Any, Any]],
+async def test_when_speech_is_off_the_client_is_told_why(
+    silent: tuple[Daemon, TestClient[Any, Any], str],
 ) -> None:
-    _, client = silent
+    _, client, message = silent
     socket = await connect(client)
     await socket.ws.send_str(json.dumps({"type": "speech_start", "session": "ws-3", "sample_rate": 16000}))
-    assert (await socket.next("error"))["message"] == SPEECH_OFF
+    assert (await socket.next("error"))["message"] == message  # the UI stops its mic on "speech is off"
     await socket.ws.send_bytes(bytes(FRAME))
-    assert (await socket.next("error"))["message"] == SPEECH_OFF
+    assert (await socket.next("error"))["message"] == message
     await socket.ws.send_str("ping")
     await socket.next("pong")
-    assert SPEECH_OFF == "speech is off: add [sources.speech] to ambient.toml"
+    assert len(socket.of("error")) == 2 and not socket.ws.closed
     await socket.close()

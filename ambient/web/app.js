@@ -871,11 +871,11 @@ const handlers = {
 };
 
 // ------------------------------------------------------------------ speech
-// The microphone streams 16 kHz 16-bit mono PCM (about 100 ms a frame) over the event socket:
-// {"type": "speech_start", ...}, binary frames, {"type": "speech_stop", ...}.
-const Mic = { active: false, session: null, stream: null, ctx: null, node: null, source: null, pending: [], committed: "", opened: false };
+// The microphone streams 16 kHz 16-bit mono PCM (100 ms a frame) over the event socket:
+// {"type": "speech_start", ...}, binary frames, {"type": "speech_stop", ...}. An AudioWorklet
+// (static/mic-worklet.js) downsamples on the audio thread and posts each frame here.
+const Mic = { active: false, starting: false, session: null, stream: null, ctx: null, node: null, source: null, committed: "", opened: false };
 const RATE = 16000;
-const FRAME = RATE / 10;
 
 function sendJSON(message) {
   if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
@@ -886,45 +886,44 @@ function speechStart() {
 }
 
 async function startMic() {
+  if (Mic.active || Mic.starting) return undefined;
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) return toast("this browser cannot use a microphone here", true);
+  const Ctx = window.AudioContext || window.webkitAudioContext;
+  if (!Ctx || !window.AudioWorkletNode) return toast("this browser cannot process microphone audio (no AudioWorklet)", true);
+  Mic.starting = true;
+  try {
+    return await openMic(Ctx);
+  } finally {
+    Mic.starting = false;
+  }
+}
+
+async function openMic(Ctx) {
   let stream;
   try {
     stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true } });
   } catch (err) {
     return toast(`no microphone: ${err.message}`, true);
   }
-  const Ctx = window.AudioContext || window.webkitAudioContext;
   const ctx = new Ctx();
-  const source = ctx.createMediaStreamSource(stream);
-  const node = ctx.createScriptProcessor(4096, 1, 1);
-  const ratio = ctx.sampleRate / RATE;
-  let carry = 0; // fractional read position carried between buffers
-  node.onaudioprocess = (e) => {
-    const input = e.inputBuffer.getChannelData(0);
-    // Downsample by averaging each output sample's span of input (a simple low-pass).
-    for (let pos = carry; pos + ratio <= input.length; pos += ratio) {
-      const a = Math.floor(pos);
-      const b = Math.max(a + 1, Math.floor(pos + ratio));
-      let sum = 0;
-      for (let i = a; i < b; i++) sum += input[i];
-      Mic.pending.push(sum / (b - a));
-      carry = pos + ratio;
-    }
-    carry -= input.length;
-    if (carry < 0) carry = 0;
-    while (Mic.pending.length >= FRAME) {
-      const chunk = Mic.pending.splice(0, FRAME);
-      const pcm = new Int16Array(FRAME);
-      for (let i = 0; i < FRAME; i++) {
-        const v = Math.max(-1, Math.min(1, chunk[i]));
-        pcm[i] = v < 0 ? v * 0x8000 : v * 0x7fff;
-      }
-      if (socket && socket.readyState === WebSocket.OPEN) socket.send(pcm.buffer);
-    }
+  let node;
+  try {
+    await ctx.audioWorklet.addModule("/static/mic-worklet.js");
+    // No outputs: the node is pulled by the audio thread without being connected to the speakers.
+    const mono = { channelCount: 1, channelCountMode: "explicit", channelInterpretation: "speakers" };
+    node = new AudioWorkletNode(ctx, "mic-frames", { numberOfInputs: 1, numberOfOutputs: 0, ...mono });
+  } catch (err) {
+    stream.getTracks().forEach((t) => t.stop());
+    ctx.close().catch(() => null);
+    return toast(`the microphone cannot start: ${err.message}`, true);
+  }
+  node.port.onmessage = (e) => {
+    if (Mic.node === node && socket && socket.readyState === WebSocket.OPEN) socket.send(e.data);
   };
+  const source = ctx.createMediaStreamSource(stream);
   source.connect(node);
-  node.connect(ctx.destination); // a ScriptProcessor only runs when connected; it outputs silence
-  Object.assign(Mic, { active: true, stream, ctx, node, source, pending: [], committed: "", opened: false });
+  if (ctx.state === "suspended") ctx.resume().catch(() => null);
+  Object.assign(Mic, { active: true, stream, ctx, node, source, committed: "", opened: false });
   Mic.session = `browser-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
   speechStart();
   $("#transcript-text .committed").textContent = "";
@@ -940,11 +939,11 @@ async function startMic() {
 function stopMic(tellServer = true) {
   if (!Mic.active) return;
   if (tellServer) sendJSON({ type: "speech_stop", session: Mic.session });
-  Mic.node.disconnect();
+  Mic.node.port.onmessage = null;
   Mic.source.disconnect();
   Mic.stream.getTracks().forEach((t) => t.stop());
   Mic.ctx.close().catch(() => null);
-  Object.assign(Mic, { active: false, stream: null, ctx: null, node: null, source: null, pending: [] });
+  Object.assign(Mic, { active: false, stream: null, ctx: null, node: null, source: null });
   $("#transcript-state").textContent = "stopped: the transcript is kept in its tree";
   const button = $("#mic");
   button.setAttribute("aria-pressed", "false");

@@ -16,7 +16,9 @@ from ambient.sources import SocketHandler
 
 _LOGGER = logging.getLogger(__name__)
 
-SPEECH_OFF = "speech is off: add [sources.speech] to ambient.toml"
+# The speech place runs by default (browser audio needs no device on the server); when it does not,
+# `ambient run` said why at start, and the socket says it too.
+SPEECH_OFF = "speech is off: the speech place is not running (`ambient status` says why)"
 
 
 class SpeechInput(Protocol):
@@ -44,8 +46,10 @@ class SpeechSocket(SocketHandler):
         return cast(SpeechInput, source) if source is not None else None
 
     def _off(self) -> str:
-        problem = self.peer.problem()
-        return f"speech is off ({problem})" if problem else SPEECH_OFF
+        problem = (self.peer.problem() or "").removeprefix("off: ")
+        if not problem:
+            return SPEECH_OFF
+        return problem if problem.startswith("speech is off") else f"speech is off ({problem})"
 
     async def message(self, message: dict[str, Any]) -> None:
         if message["type"] == "speech_start":

@@ -6,6 +6,12 @@ input is a *session* with its own :class:`StreamingPolicy` and its own tree
 (source ``speech:<session>``); all sessions share one Whisper model on one
 worker thread, so the event loop never waits for transcription.
 
+The place starts without a ``[sources.speech]`` table (``autostart``): the web
+UI's microphone needs no audio device on the server, only the browser's frames
+(input ``none``). Then Whisper is loaded at the first session, not at start, so
+a daemon nobody speaks to neither waits for it nor holds it in memory; a mic or
+file input loads it at setup.
+
 What it publishes (``hub.publish``):
 
 * ``transcript``: ``{"session", "tree_id", "node_id", "committed": [{"start", "end", "text"}],
@@ -34,7 +40,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from ambient.errors import AmbientError, InvalidInput
+from ambient.errors import AmbientError, InvalidInput, ModelUnavailable
 from ambient.sources import SocketHandler, Source, SourceEvent
 from ambient.tree import HUMAN, Author
 from integrations.speech import audio
@@ -55,7 +61,6 @@ _SENTENCE_END = re.compile(r"[.?!…][\"')\]]*$")
 @dataclasses.dataclass
 class _Session:
     id: str
-    policy: StreamingPolicy
     kind: str  # "browser", "mic" or "file"
     tree_id: str | None = None
     last_node_id: str | None = None
@@ -79,6 +84,7 @@ class SpeechSource(Source):
     name: ClassVar[str] = "speech"
     options_class: ClassVar[type[Any]] = SpeechOptions
     socket_handler: ClassVar[type[SocketHandler] | None] = SpeechSocket
+    autostart: ClassVar[bool] = True  # the browser's microphone works without a [sources.speech] table
 
     @classmethod
     def scope_of(cls, tree_source: str) -> str | None:
@@ -103,6 +109,7 @@ class SpeechSource(Source):
         self._sessions: dict[str, _Session] = {}
         self._mic: audio.Microphone | None = None
         self._last_error = ""
+        self._broken = ""  # why the model could not load at a session's start: no more sessions then
 
     @classmethod
     def enabled(cls, options: Any) -> tuple[bool, str]:
@@ -112,7 +119,10 @@ class SpeechSource(Source):
 
     # ------------------------------------------------------------ lifecycle
     async def setup(self) -> None:
-        """Check the options, the model folder and the input; load the model once."""
+        """Check the options, the model folder and the input; load the model now for a mic or a file.
+
+        With input ``none`` (browser only, the default) the model loads at the first session.
+        """
         try:
             options = self.options.validate()
             if options.input == "mic":
@@ -123,7 +133,8 @@ class SpeechSource(Source):
                     "or 'none' (browser only)"
                 )
             self._transcriber = await self._in_whisper(Transcriber, options)
-            await self._in_whisper(lambda: self._require_transcriber().model)
+            if options.input != "none":
+                await self._in_whisper(lambda: self._require_transcriber().model)
         except BaseException:
             await self.unload()  # the daemon does not unload a source whose setup failed
             raise
@@ -153,6 +164,7 @@ class SpeechSource(Source):
             "input": self.options.input,
             "model": str(t.model_dir) if t else self.options.model,
             "device": f"{t.device}/{t.compute_type}" if t else self.options.device,
+            "loaded": bool(t and t.loaded),  # browser only: Whisper loads at the first session
             "sessions": sorted(self._sessions),
             "error": self._last_error,
         }
@@ -185,8 +197,10 @@ class SpeechSource(Source):
     def _session(self, session_id: str, kind: str) -> _Session:
         session = self._sessions.get(session_id)
         if session is None or session.ended:
-            policy = StreamingPolicy(self._require_transcriber(), self.options)
-            session = _Session(session_id, policy, kind)
+            self._require_transcriber()
+            if self._broken:
+                raise ModelUnavailable(self._broken)
+            session = _Session(session_id, kind)
             self._sessions[session_id] = session
             session.task = asyncio.get_running_loop().create_task(self._consume(session))
             self._status(session, "listening", f"listening ({kind})")
@@ -206,6 +220,14 @@ class SpeechSource(Source):
     async def _consume(self, session: _Session) -> None:
         """Feed queued audio to the session's policy until the session ends, then finish it."""
         try:
+            try:  # on the Whisper thread: the first session loads the model
+                policy = await self._in_whisper(self._new_policy)
+            except Exception as exc:
+                _LOGGER.exception("speech session %s: the speech model did not load", session.id)
+                why = str(exc) if isinstance(exc, AmbientError) else f"{type(exc).__name__}: {exc}"
+                self._broken = f"speech is off: the speech model did not load ({why})"
+                self._error(session, self._broken)
+                return
             while not (session.ended and not session.inbox):
                 try:
                     await asyncio.wait_for(session.wake.wait(), timeout=self.options.idle_seconds)
@@ -215,8 +237,8 @@ class SpeechSource(Source):
                 if session.inbox:
                     chunk = np.concatenate(session.inbox)
                     session.inbox, session.inbox_samples, session.behind = [], 0, False
-                    await self._step(session, session.policy.feed, chunk)
-            await self._step(session, session.policy.finish, final=True)
+                    await self._step(session, policy.feed, chunk)
+            await self._step(session, policy.finish, final=True)
         finally:
             if self._sessions.get(session.id) is session:
                 del self._sessions[session.id]
@@ -384,6 +406,11 @@ class SpeechSource(Source):
             self._queue(session, await loop.run_in_executor(self._reader, mic.read))
 
     # ------------------------------------------------------------ helpers
+    def _new_policy(self) -> StreamingPolicy:
+        transcriber = self._require_transcriber()
+        transcriber.model  # noqa: B018 - loaded once, by the first session
+        return StreamingPolicy(transcriber, self.options)
+
     def _require_transcriber(self) -> Transcriber:
         if self._transcriber is None:
             raise AmbientError("the speech source is not set up: call setup() first")

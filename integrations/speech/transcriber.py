@@ -140,6 +140,11 @@ class Transcriber:
         self._model: Any = None
 
     @property
+    def loaded(self) -> bool:
+        """Whether :attr:`model` was loaded (it loads at its first use)."""
+        return self._model is not None
+
+    @property
     def model(self) -> Any:
         if self._model is None:
             key = (str(self.model_dir), self.device, self.compute_type, self.threads)

@@ -56,6 +56,42 @@ def test_the_integration_exposes_its_source() -> None:
     assert SpeechSource.enabled(SpeechOptions(enabled=False))[0] is False
 
 
+def test_speech_runs_without_a_table_for_the_browser(tmp_path: Path) -> None:
+    config = load_config(env={"AMBIENT_HOME": str(tmp_path / "home")})
+    assert "speech" not in config.sources and "speech" in places.configured(config)
+    assert SpeechSource.autostart and places.options(config, SpeechSource).input == "none"
+
+
+async def test_browser_only_loads_whisper_at_the_first_session(hub: TestHub, speech_16k: Path) -> None:
+    source = await started(hub)
+    assert source.status()["loaded"] is False  # a start nobody speaks to does not wait for Whisper
+    with wave.open(str(speech_16k), "rb") as file:
+        first_sentence = file.readframes(int(4.5 * 16000))
+    await source.feed_pcm16("first", first_sentence, 16000)  # returns at once; the model loads meanwhile
+    await source.end_session("first")
+    assert source.status()["loaded"] is True
+    text, _ = spoken(hub, "first")
+    assert wer(SENTENCES[0], text) <= 0.15, text
+    await source.unload()
+
+
+async def test_a_broken_model_is_reported_at_the_first_session(hub: TestHub, tmp_path: Path) -> None:
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    for name in ("model.bin", "config.json", "tokenizer.json"):
+        (broken / name).write_bytes(b"not a model")
+    source = await started(hub, model=str(broken))  # browser only: the folder looks right, nothing loads
+    await source.feed_pcm16("b1", bytes(3200), 16000)
+    await until(lambda: any(d["state"] == "ended" for d in hub.of_kind("speech_status")), 30)
+    errors = [d["message"] for d in hub.of_kind("speech_status") if d["state"] == "error"]
+    assert len(errors) == 1 and errors[0].startswith("speech is off: the speech model did not load (")
+    assert str(broken) in errors[0] and source.status()["error"] == errors[0]
+    with pytest.raises(ModelUnavailable) as refused:  # the UI stops its microphone on "speech is off"
+        await source.feed_pcm16("b2", bytes(3200), 16000)
+    assert str(refused.value) == errors[0]
+    await source.unload()
+
+
 # ---------------------------------------------------------------- setup errors
 def test_options_are_typed_and_checked() -> None:
     options = parse_section(SpeechOptions, {"pause_seconds": "2.5", "input": "mic"}, "sources.speech")
@@ -104,7 +140,7 @@ def test_a_gpu_gets_float16_and_a_cpu_int8(monkeypatch: pytest.MonkeyPatch) -> N
 @pytest.fixture(scope="module")
 def pcm_48k(speech_22k: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
     path = sox(speech_22k, tmp_path_factory.mktemp("pcm") / "48k.wav", rate=48000)
-    with wave.open(str(path)) as file:
+    with wave.open(str(path), "rb") as file:
         assert (file.getframerate(), file.getnchannels(), file.getsampwidth()) == (48000, 1, 2)
         return file.readframes(file.getnframes())
 
