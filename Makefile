@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements/*.txt pyproject.toml | cksum | cut -d' ' -f1)
-SYSTEM_PACKAGES := espeak-ng sox chromium chromium-driver libportaudio2 cmake g++ systemd
+SYSTEM_PACKAGES := espeak-ng sox chromium chromium-driver libportaudio2 cmake g++ git systemd
 # llama-cpp-python builds from source (-march=native): its wheel is cached per CPU, outside the repo.
 LLAMA_PIN    := $(shell sed -n 's/^llama-cpp-python\[server\]==\([^ ]*\).*/\1/p' requirements/server.txt)
 WHEEL_CACHE  := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ambient/wheels/$(shell (uname -m; grep -m1 '^flags' /proc/cpuinfo) | cksum | cut -d' ' -f1)
@@ -58,7 +58,7 @@ lint: setup
 	$(BIN)/ruff check ambient integrations tests
 
 typecheck: setup
-	$(BIN)/mypy ambient
+	$(BIN)/mypy ambient integrations
 
 pytest: setup setup-server
 	$(BIN)/python -m pytest

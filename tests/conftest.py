@@ -1,4 +1,7 @@
-"""Shared fixtures: the tiny test model and the real default model (prepared once, cached across runs)."""
+"""Shared fixtures: the tiny test model and the real default model (prepared once, cached across runs).
+
+A skipped test fails unless tests/skips.py allows it (its hooks are imported here).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import pytest
 
 from tests.llama_server import LlamaServer, start_llama_server
 from tests.places import install_places  # noqa: F401 - fixtures for every test
+from tests.skips import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401 - skips fail
 from tests.strict_loop import strict_loop  # noqa: F401
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 Started once per session on a free loopback port with an API key (so a wrong
 key is a real 401). ``make test`` installs llama-cpp-python (see the Makefile);
-where it is missing the tests that need it are skipped with that reason.
+where it is missing the tests that need it fail with that reason.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class LlamaServer:
 
 def start_llama_server(gguf: Path, folder: Path) -> Iterator[LlamaServer]:
     if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("uvicorn") is None:
-        pytest.skip("llama-cpp-python[server] is not installed: run `make setup-server` (make test does)")
+        pytest.fail("llama-cpp-python[server] is not installed: run `make setup-server` (make test does)")
     port = free_port()
     log = folder / "llama-server.log"
     command = [

@@ -60,7 +60,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def chroma(folder: Path) -> Iterator[str]:
     """A real Chroma server (`chroma run`) on 127.0.0.1 storing under ``folder``; yields its URL."""
     if not CHROMA.exists():
-        pytest.skip(f"the chroma command is not installed at {CHROMA}")
+        pytest.fail(f"the chroma command is not installed at {CHROMA} (chromadb's CLI): run `make setup`")
     folder.mkdir(parents=True, exist_ok=True)
     port, log_path = free_port(), folder / "server.log"
     with log_path.open("wb") as log:

@@ -116,8 +116,8 @@ def test_import_errors_change_nothing(home: Path, tmp_path: Path, capsys: pytest
     assert len(run_json(capsys, "trees")) == 1
 
 
-@pytest.mark.skipif(not LOOM_DEMO.is_file(), reason="Loom fixture ../shared/fixtures/loom absent")
 def test_import_export_cli(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert LOOM_DEMO.is_file(), f"the Loom fixture is not at {LOOM_DEMO} (../shared beside the repo)"
     result = run_json(capsys, "import", str(LOOM_DEMO))
     assert result["nodes"] == 764
     out = tmp_path / "out.json"

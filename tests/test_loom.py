@@ -10,9 +10,13 @@ from ambient.store import TreeStore
 from ambient.tree import Status
 
 LOOM_DEMO = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "loom" / "loom_demo.json"
-needs_fixture = pytest.mark.skipif(
-    not LOOM_DEMO.is_file(), reason=f"Loom fixture not found at {LOOM_DEMO} (../shared beside the repo)"
-)
+
+
+@pytest.fixture
+def loom_demo() -> Path:
+    """The demo tree of the original Loom (../shared/fixtures/loom beside the repo)."""
+    assert LOOM_DEMO.is_file(), f"the Loom fixture is not at {LOOM_DEMO} (../shared beside the repo)"
+    return LOOM_DEMO
 
 
 def _walk(node: dict, depth: int = 0):
@@ -28,7 +32,7 @@ def store(tmp_path: Path) -> TreeStore:
     s.close()
 
 
-@needs_fixture
+@pytest.mark.usefixtures("loom_demo")
 def test_import_real_loom_tree_keeps_everything(store: TreeStore) -> None:
     original = json.loads(LOOM_DEMO.read_text())
     raw_nodes = {n["id"]: (n, d) for n, d in _walk(original["root"])}
@@ -55,7 +59,7 @@ def test_import_real_loom_tree_keeps_everything(store: TreeStore) -> None:
     assert sum(n.status == Status.PRUNED for n in nodes.values()) == 106  # tagged archived
 
 
-@needs_fixture
+@pytest.mark.usefixtures("loom_demo")
 def test_export_then_import_round_trip(store: TreeStore, tmp_path: Path) -> None:
     tree, _ = import_loom(store, LOOM_DEMO)
     exported = export_loom(store, tree.id)
@@ -80,7 +84,7 @@ def test_export_then_import_round_trip(store: TreeStore, tmp_path: Path) -> None
     again.close()
 
 
-@needs_fixture
+@pytest.mark.usefixtures("loom_demo")
 def test_reimport_unchanged_adds_nothing_and_merges_changes(store: TreeStore, tmp_path: Path) -> None:
     _tree, _ = import_loom(store, LOOM_DEMO)
     _, counts = import_loom(store, LOOM_DEMO)

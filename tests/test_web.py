@@ -23,7 +23,7 @@ from playwright.sync_api import expect
 from ambient.config import Config, load_config
 from ambient.server import serve
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's: `make test` installs it (make system)
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 CHROMIUM_ARGS = [
     "--headless",
@@ -35,10 +35,6 @@ CHROMIUM_ARGS = [
 N = 3
 FIRST_TEXT = "The river runs past the old mill and under the stone bridge. In the morning the water is grey,"
 SECOND_TEXT = "She wrote a letter to her brother, who lived in a small town by the sea."
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian's chromium: `make system` (apt-get install chromium)"
-)
 
 # Recorded in the page: the type of every WebSocket event, and the most streaming cards seen with text.
 RECORDER = """
@@ -138,6 +134,7 @@ def daemon(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def ui(daemon: DaemonThread) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
+    assert CHROMIUM.exists(), "needs Debian's chromium: `make system` (apt-get install chromium)"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1400, "height": 900})
@@ -212,7 +209,7 @@ def test_keyboard_moves_through_the_tree(daemon: DaemonThread, ui: Any) -> None:
 def test_search_opens_a_result_in_its_tree(daemon: DaemonThread, ui: Any) -> None:
     if not daemon.memory:
         status = daemon.api("/api/status")
-        pytest.skip(f"memory is not available here: {status['memory']['warning']}")
+        pytest.fail(f"memory is not available here: {status['memory']['warning']}")
     first_tree = ui.locator("#tree-select").input_value()
     ui.keyboard.press("n")
     ui.fill("#new-text", SECOND_TEXT)

@@ -17,8 +17,6 @@ from playwright.sync_api import expect
 from ambient.config import load_config
 from tests.test_web import CHROMIUM, CHROMIUM_ARGS, DaemonThread
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (make system)")
-
 
 @pytest.fixture
 def notes(tmp_path: Path) -> Path:

@@ -25,8 +25,6 @@ from tests.fakes import FakeSampler
 from tests.reliability.helpers import ThreadedDaemon, make_config
 from tests.test_web import CHROMIUM, CHROMIUM_ARGS
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (make system)")
-
 TEXT = "The lighthouse keeper counted the ships that passed in the night,"
 PAGE = """<!doctype html><title>elsewhere</title>
 <img src="/page-img.png">

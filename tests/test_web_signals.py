@@ -9,14 +9,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import pytest
 from playwright.sync_api import expect
 
 from tests.test_web import ARTIFACTS, CHROMIUM, FIRST_TEXT, DaemonThread, N, daemon, model_path, ui  # noqa: F401
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian's chromium: `make system` (apt-get install chromium)"
-)
 
 
 def _shades(page: Any, selector: str) -> list[str]:

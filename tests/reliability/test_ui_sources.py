@@ -17,10 +17,6 @@ from tests.reliability.helpers import ThreadedDaemon, make_config
 from tests.test_daemon import FlakyOptions
 from tests.test_web import CHROMIUM, CHROMIUM_ARGS
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian's chromium: `make system` (apt-get install chromium)"
-)
-
 
 class CrashOnce(Source):
     name: ClassVar[str] = "crashy"

@@ -22,7 +22,7 @@ VOICE = ("-v", "en-us", "-s", "150")
 def need(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        pytest.skip(f"{tool} is not installed: `apt-get install -y espeak-ng sox` (make test does it)")
+        pytest.fail(f"{tool} is not installed: `apt-get install -y espeak-ng sox` (make test does it)")
     return path
 
 
