@@ -296,7 +296,7 @@ EVENTS_DESCRIPTION = (
     "transcript comes back as transcript events; the session's tree (source speech:ID) gets offers "
     'at each pause. Problems come back as the text {"type": "error", "message": ..., "data": '
     "{message}} and the socket stays open: a message that is not JSON (or is nested too deeply), an "
-    "unknown type, speech is off (no [sources.speech] in ambient.toml), "
+    "unknown type, speech is off (sources.speech.enabled = false, or its setup failed), "
     "an odd byte count, a bad sample rate or session id, audio before speech_start."
 )
 
