@@ -150,6 +150,10 @@ def _copy_index(folder: Path, target: Path) -> None:
             return dst
         if src.endswith((".sqlite3-wal", ".sqlite3-shm")):
             return dst  # the backup above already holds what they held
-        return shutil.copy2(src, dst)
+        try:
+            return shutil.copy2(src, dst)
+        except FileNotFoundError:  # a file the running daemon replaced meanwhile (its state file)
+            return dst
 
-    shutil.copytree(folder, target, copy_function=copy)
+    # The daemon writes its state file through a temporary file renamed over it: never copy those.
+    shutil.copytree(folder, target, copy_function=copy, ignore=shutil.ignore_patterns(".*.tmp"))
