@@ -109,18 +109,7 @@ async def _forget(request: web.Request, target: Target) -> web.Response:
     """Forget ``target`` everywhere: the store, memory and the places' own files."""
     installed = await blocking(request, places.installed)
     report = await daemon_of(request).forget(target, [cls.forgotten for cls in installed.values()])
-    f = report.forgotten
-    payload = {
-        "node_ids": f.node_ids,
-        "tree_ids": f.tree_ids,
-        "moved_ids": f.moved_ids,
-        "offers": f.offers,
-        "revisions": f.revisions,
-        "actions": f.actions,
-        "index_entries": report.index_entries,
-        "lines": report.lines(),
-    }
-    return json_response(payload)
+    return json_response(report.as_dict())
 
 
 PICKS_QUERY = (Field("tree_id", "string", "only this tree's offers", max_length=200),)

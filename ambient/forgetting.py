@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ambient.app import App
 from ambient.errors import InvalidInput, NotFound
@@ -48,6 +49,20 @@ class Report:
     index_entries: int
     index: str  # "updated", or why it was not
     places: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        """What was removed, as data (the CLI's --json and the API's answer)."""
+        f = self.forgotten
+        return {
+            "node_ids": f.node_ids,
+            "tree_ids": f.tree_ids,
+            "moved_ids": f.moved_ids,
+            "offers": f.offers,
+            "revisions": f.revisions,
+            "actions": f.actions,
+            "index_entries": self.index_entries,
+            "lines": self.lines(),
+        }
 
     def lines(self) -> list[str]:
         f = self.forgotten

@@ -44,18 +44,7 @@ def cmd_forget(args: argparse.Namespace, app: App) -> int:
     target = Target(node_id=node_id, subtree=args.subtree, tree_ids=trees, place=args.place)
     report = forget(app, target, cleanups())
     if args.json:
-        f = report.forgotten
-        payload = {
-            "node_ids": f.node_ids,
-            "tree_ids": f.tree_ids,
-            "moved_ids": f.moved_ids,
-            "offers": f.offers,
-            "revisions": f.revisions,
-            "actions": f.actions,
-            "index_entries": report.index_entries,
-            "places": report.places,
-        }
-        print(json.dumps(payload, indent=2))
+        print(json.dumps(report.as_dict(), indent=2))
         return 0
     print("\n".join(report.lines()))
     return 0
