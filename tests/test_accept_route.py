@@ -8,6 +8,7 @@ included); 404 for an unknown id; 409 for a node that is not a note continuation
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
@@ -105,9 +106,9 @@ async def test_accept_inserts_into_the_note_exactly_at_the_point(
     store = daemon.app.store
     note = later / "a.md"
     note.write_text("Title\n\nFirst paragraph.\n")
-    NoteHistory(store).record(str(note), note.read_text(), offer=False)
+    await asyncio.to_thread(NoteHistory(store).record, str(note), note.read_text(), offer=False)
     note.write_text("Title\n\nA new thought\nFirst paragraph.\n")  # the person writes in the middle
-    nodes = offer_at(store, note, [" that grows", " that fades"])
+    nodes = await asyncio.to_thread(offer_at, store, note, [" that grows", " that fades"])
     sub = daemon.subscribe()
     resp = await client.post(f"/api/nodes/{nodes[1].id}/accept")
     body = await resp.json()
@@ -132,7 +133,7 @@ async def test_accept_goes_through_the_running_notes_source(
     daemon, client = with_notes
     note = notes / "b.md"
     note.write_text("Once upon a time")
-    nodes = offer_at(daemon.app.store, note, [", a ship", ", a storm"])
+    nodes = await asyncio.to_thread(offer_at, daemon.app.store, note, [", a ship", ", a storm"])
     source = daemon.sources.get("notes")
     assert isinstance(source, NotesSource)
     resp = await client.post(f"/api/nodes/{nodes[0].id}/accept", json={})
@@ -147,7 +148,7 @@ async def test_a_note_changed_around_the_point_is_409_and_left_alone(
     daemon, client = bare
     note = later / "c.md"
     note.write_text("The plan is")
-    nodes = offer_at(daemon.app.store, note, [" simple."])
+    nodes = await asyncio.to_thread(offer_at, daemon.app.store, note, [" simple."])
     note.write_text("The plan is to wait.")  # the person went on writing at the point
     before = note.read_bytes(), os.stat(note).st_mtime_ns
     resp = await client.post(f"/api/nodes/{nodes[0].id}/accept")
@@ -165,7 +166,7 @@ async def refuses_outside(daemon: Daemon, client: TestClient[Any, Any], folder: 
     loose = tmp_path / "loose.md"
     loose.write_text("Loose")
     for note in (link, loose):
-        nodes = offer_at(daemon.app.store, note, [" and more"])
+        nodes = await asyncio.to_thread(offer_at, daemon.app.store, note, [" and more"])
         resp = await client.post(f"/api/nodes/{nodes[0].id}/accept")
         assert resp.status == 409 and "is not in a watched folder" in (await resp.json())["error"]
         assert daemon.app.store.get_node(nodes[0].id).status.value == "offered"
@@ -190,7 +191,7 @@ async def test_without_watched_folders_nothing_is_accepted(
     async for daemon, client in start(tmp_path, aiohttp_client, {}):
         note = notes / "a.md"
         note.write_text("Nothing watched")
-        nodes = offer_at(daemon.app.store, note, [" here"])
+        nodes = await asyncio.to_thread(offer_at, daemon.app.store, note, [" here"])
         resp = await client.post(f"/api/nodes/{nodes[0].id}/accept")
         assert resp.status == 409 and "no folder is watched" in (await resp.json())["error"]
         assert note.read_text() == "Nothing watched"
@@ -202,7 +203,7 @@ async def test_a_save_while_accepting_is_409_and_the_save_is_kept(
     daemon, client = with_notes
     note = notes / "e.md"
     note.write_text("Quiet")
-    nodes = offer_at(daemon.app.store, note, [" night"])
+    nodes = await asyncio.to_thread(offer_at, daemon.app.store, note, [" night"])
     real_exchange = fsutil.exchange
 
     def editor_saves_first(a: Path, b: Path) -> bool:  # in the worker thread, just before the swap
@@ -241,7 +242,7 @@ async def test_accepting_the_notes_own_text_is_409(
     daemon, client = bare
     note = later / "d.md"
     note.write_text("Just the note")
-    nodes = offer_at(daemon.app.store, note, [" and an offer"])
+    nodes = await asyncio.to_thread(offer_at, daemon.app.store, note, [" and an offer"])
     assert nodes[0].parent_id is not None
     resp = await client.post(f"/api/nodes/{nodes[0].parent_id}/accept")
     assert resp.status == 409
