@@ -9,6 +9,7 @@ warning from the ``asyncio`` logger fails the test, with the messages.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -28,6 +29,11 @@ class _Collect(logging.Handler):
 
 @pytest.fixture
 async def strict_loop() -> AsyncIterator[None]:
+    # A full garbage collection of the whole test process (torch, chromadb, every earlier test's
+    # objects) can stall whichever step happens to run for a quarter of a second: that is the test
+    # runner's doing, not the daemon's. Objects alive before the test are frozen out of collection.
+    gc.collect()
+    gc.freeze()
     loop = asyncio.get_running_loop()
     was_debug, was_slow = loop.get_debug(), loop.slow_callback_duration
     loop.set_debug(True)
@@ -39,6 +45,7 @@ async def strict_loop() -> AsyncIterator[None]:
         yield
     finally:
         logger.removeHandler(collect)
+        gc.unfreeze()
         loop.set_debug(was_debug)
         loop.slow_callback_duration = was_slow
     assert not collect.messages, "the event loop was blocked or misused:\n" + "\n".join(collect.messages)
