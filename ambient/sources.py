@@ -9,7 +9,8 @@ A place is a subclass of :class:`Source`, registered under the entry-point group
     echo = "ambient_echo:EchoSource"
 
 **Options.** ``options_class`` is a frozen dataclass read from ``[sources.NAME]`` with
-:func:`ambient.config.parse_section` (unknown keys are refused, each key is typed).
+:func:`ambient.config.parse_section` (unknown keys are refused, each key is typed, and each field
+declares its allowed values with the rules of :mod:`ambient.settings`).
 
 **Lifecycle.** The daemon builds the place with the hub and its options, then calls,
 in order:
