@@ -90,17 +90,6 @@ def installed() -> dict[str, type[Source]]:
     return out
 
 
-def problems() -> dict[str, str]:
-    """The installed places that do not load, each with the reason."""
-    out: dict[str, str] = {}
-    for name in names():
-        try:
-            _load(name)
-        except ConfigError as exc:
-            out[name] = str(exc)
-    return out
-
-
 def refresh() -> None:
     """Forget what was found (after installing a place in this process)."""
     with _lock:

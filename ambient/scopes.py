@@ -48,15 +48,6 @@ class View:
     scopes: tuple[str, ...] = ()  # single scopes shared with it beyond its walls
     include_pruned: bool = False
 
-    @property
-    def shared(self) -> tuple[str, ...]:
-        """What is visible beyond its own wall, as configured."""
-        own = wall_of(self.scope)
-        return tuple(w for w in self.walls if w != own) + self.scopes
-
-    def sees(self, scope: str) -> bool:
-        return wall_of(scope) in self.walls or scope in self.scopes
-
 
 def view_for(scope: str, share: Mapping[str, Sequence[str]], include_pruned: bool = False) -> View:
     """The view of ``scope``: its own wall, plus what ``share`` opens to it or to its wall.

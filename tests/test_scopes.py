@@ -31,18 +31,16 @@ from tests.test_memory import make_config
 def test_private_places_share_one_wall_and_a_server_stands_alone() -> None:
     assert [wall_of(s) for s in ("notes", "speech", "ui", "cli", "import")] == [PRIVATE] * 5
     assert wall_of("discord:1") == "discord:1"
-    notes, server = view_for("notes", {}), view_for("discord:1", {})
-    assert notes.sees("speech") and notes.sees("ui") and not notes.sees("discord:1")
-    assert server.sees("discord:1") and not server.sees("notes") and not server.sees("discord:2")
+    assert view_for("notes", {}) == View("notes", (PRIVATE,))  # every private scope, nothing else
+    assert view_for("discord:1", {}) == View("discord:1", ("discord:1",))  # its own server only
 
 
 def test_sharing_opens_only_what_it_names() -> None:
-    server = view_for("discord:1", {"discord:1": ["notes"]})
-    assert server.sees("notes") and not server.sees("speech") and server.shared == ("notes",)
-    server = view_for("discord:1", {"discord:1": ["private"]})
-    assert server.sees("notes") and server.sees("speech") and not server.sees("discord:2")
-    notes = view_for("notes", {"private": ["discord:1"]})  # every private place sees that server
-    assert notes.sees("discord:1") and not notes.sees("discord:2")
+    assert view_for("discord:1", {"discord:1": ["notes"]}) == View("discord:1", ("discord:1",), ("notes",))
+    assert view_for("discord:1", {"discord:1": ["private"]}) == View("discord:1", ("discord:1", PRIVATE))
+    # every private place sees that server (the opening is keyed by the wall), and no other server
+    assert view_for("notes", {"private": ["discord:1"]}) == View("notes", (PRIVATE, "discord:1"))
+    assert view_for("speech", {"notes": ["discord:1"]}) == View("speech", (PRIVATE,))  # notes' opening only
 
 
 def test_the_filter_leaves_out_pruned_nodes_unless_asked() -> None:
