@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "ambient.commands.daemon",
     "ambient.commands.forget",
     "ambient.commands.backup",
+    "ambient.commands.keys",
     "ambient.commands.bench",
 )
 
@@ -41,6 +42,7 @@ examples:
   ambient export TREE --format loom -o out.json
   ambient search "a ship lost at sea" -k 5  find past fragments by meaning
   ambient run                               start the daemon and its web UI
+  ambient keys add loom                     a key for another app to use /v1 (docs/clients.md)
   ambient bench sampling                    measure sampling speed
 
 Data lives in $AMBIENT_HOME (default ~/.local/share/ambient); settings in

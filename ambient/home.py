@@ -31,7 +31,7 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 OPEN_TO_OTHERS = 0o077  # group and others' bits
 # ambient's own files and folders in the home, besides the store's and the index's
-OWN_FILES = ("token", "daemon.json")
+OWN_FILES = ("token", "daemon.json", "keys.json")
 OWN_DIRS = ("sidecars", "locks")
 STORE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
