@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ambient.errors import InvalidInput
 
 MAX_N = 64
+MAX_BIAS = 100.0  # a logit bias is within -100..100 (as OpenAI's): -100 bans a word, 100 all but forces it
 SIGNALS = frozenset({"entropy", "ease", "attention", "surprise"})  # what a backend may offer per token
 REGION_KINDS = ("memory", "source")
 
@@ -56,6 +58,8 @@ class SamplingOptions:
     top_logprobs: int = 5  # alternatives recorded per token (0 = none)
     signals: bool = False  # per-token signals (see ambient.sampling.signals), where the backend has them
     regions: tuple[PromptRegion, ...] = ()  # which prompt chars are memory / source (for attention, surprise)
+    # Added to the logits of these token ids before each draw (the model's own logprobs are reported).
+    logit_bias: Mapping[int, float] = dataclasses.field(default_factory=dict)
 
     def validate(self) -> SamplingOptions:
         if not 1 <= self.n <= MAX_N:
@@ -76,6 +80,11 @@ class SamplingOptions:
             raise InvalidInput("stop strings must not be empty")
         for region in self.regions:
             region.validate()
+        for token_id, bias in self.logit_bias.items():
+            if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
+                raise InvalidInput(f"logit_bias keys must be token ids (0 or more), got {token_id!r}")
+            if not isinstance(bias, int | float) or not math.isfinite(bias) or abs(bias) > MAX_BIAS:
+                raise InvalidInput(f"logit_bias values must be within -100..100, got {bias!r} for {token_id}")
         return self
 
     def as_dict(self) -> dict[str, Any]:
@@ -83,6 +92,10 @@ class SamplingOptions:
         d = dataclasses.asdict(self)
         d["stop"] = list(self.stop)
         del d["regions"]
+        if self.logit_bias:
+            d["logit_bias"] = {str(k): float(v) for k, v in self.logit_bias.items()}
+        else:
+            del d["logit_bias"]
         return d
 
 
@@ -92,6 +105,7 @@ class Capabilities:
     logprobs: bool = True
     max_n: int = MAX_N
     signals: frozenset[str] = frozenset()  # a subset of SIGNALS; the UI hides what is missing
+    scores_prompt: bool = False  # Sampler.score_prompt: each prompt token's logprob (an echo with logprobs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +159,20 @@ class SampleResult:
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)  # backend facts
 
 
+@dataclasses.dataclass
+class PromptScore:
+    """How likely the model found each token of a prompt, in order (what an echo with logprobs shows).
+
+    ``tokens`` are the prompt's text tokens (never a begin-of-text marker): each one's text (their
+    texts join to the prompt exactly), its logprob given the tokens before it (None for a first
+    token nothing precedes) and the ``top_logprobs`` words the model found likeliest there.
+    ``offsets[i]`` is where token i's text begins in the prompt.
+    """
+
+    tokens: list[Token]
+    offsets: list[int]
+
+
 OnToken = Callable[[int, Token], None]
 
 
@@ -181,6 +209,16 @@ class Sampler(abc.ABC):
         is made. When ``cancel`` is set, stops at the next step and returns what
         exists with ``finish_reason="cancelled"``.
         """
+
+    def score_prompt(self, prompt: str, top_logprobs: int = 0) -> PromptScore:
+        """Blocking: each token of ``prompt``, its logprob given what precedes it, and the likeliest words.
+
+        Backends that can say so set ``capabilities.scores_prompt``.
+        """
+        raise InvalidInput(
+            f"the {self.name} backend cannot score a prompt's own tokens (an echo with logprobs): "
+            'use the local backend (model.backend = "local"), or ask without echo or logprobs'
+        )
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free the model's memory."""

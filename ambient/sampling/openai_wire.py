@@ -49,6 +49,8 @@ def completion_body(model: str, prompt: str, options: SamplingOptions, n: int, s
         body["top_k"] = options.top_k  # not OpenAI's, but llama.cpp and vLLM accept it
     if options.top_logprobs > 0:
         body["logprobs"] = options.top_logprobs
+    if options.logit_bias:
+        body["logit_bias"] = {str(k): v for k, v in options.logit_bias.items()}  # the server's token ids
     return body
 
 

@@ -23,13 +23,14 @@ from transformers import DynamicCache
 
 from ambient import models
 from ambient.errors import InvalidInput, ModelUnavailable
-from ambient.packing import slim_for_cpu, weight_bytes_per_step
+from ambient.packing import weight_bytes_per_step
 from ambient.sampling import signals
 from ambient.sampling.base import (
     MAX_N,
     SIGNALS,
     Capabilities,
     OnToken,
+    PromptScore,
     Sampler,
     SampleResult,
     SamplingOptions,
@@ -47,6 +48,7 @@ from ambient.sampling.prefix_cache import PrefixCache
 CPU_CONTEXT_CAP = 8192
 GPU_CONTEXT_CAP = 32768
 PREFILL_CHUNK = 2048  # prompt tokens per forward pass; bounds attention memory on long prompts
+SCORE_ROWS = 64  # prompt positions per output-layer pass when scoring a prompt (64 x 262k logits: 64 MiB)
 DETOK_CONTEXT = 4  # prompt tokens the incremental detokenizer starts from (keeps leading spaces)
 
 
@@ -75,7 +77,7 @@ class _StepView:
 class LocalSampler(Sampler):
     """Samples with a local transformers model; see the module docstring for how N branches share work."""
 
-    capabilities = Capabilities(streams=True, logprobs=True, max_n=MAX_N, signals=SIGNALS)
+    capabilities = Capabilities(streams=True, logprobs=True, max_n=MAX_N, signals=SIGNALS, scores_prompt=True)
 
     def __init__(
         self, model_path: str | Path, device: str = "auto", threads: int = 0, prefix_cache_mb: int = 256
@@ -93,10 +95,10 @@ class LocalSampler(Sampler):
         if self.device.type == "cpu":
             torch.set_num_threads(threads if threads > 0 else (os.cpu_count() or 1))
         self._lock = threading.Lock()
-        self.tokenizer, self.model = load(path, self.device, self.dtype)
+        self.tokenizer, self.model, self.packed_layers = load(path, self.device, self.dtype)
         self.eos_token_ids: frozenset[int] = eos_ids(self.tokenizer, self.model)
-        self.packed_layers = slim_for_cpu(self.model) if self.device.type == "cpu" else 0
         self.step_weight_bytes = weight_bytes_per_step(self.model)
+        self.vocab_size = int(self.model.get_input_embeddings().num_embeddings)
         self._alt_text: dict[int, str] = {}
         self._anchor: list[int] = self.tokenizer.encode("a", add_special_tokens=False)[-1:]
         self.prefixes = PrefixCache(prefix_cache_mb * 2**20)
@@ -106,6 +108,7 @@ class LocalSampler(Sampler):
             logprobs=True,
             max_n=MAX_N,
             signals=signal_kinds(self.model, self.device, self._attention_layer),
+            scores_prompt=True,
         )
         self._run: SignalRun | None = None  # while a call with signals on runs
         self._surprise = SurpriseMemo()
@@ -151,8 +154,17 @@ class LocalSampler(Sampler):
             raise InvalidInput("the prompt is empty: give some text to continue")
         if self.model is None:
             raise ModelUnavailable("this sampler was closed: create a new one")
+        self._check_bias(options)
         with self._lock, torch.inference_mode():
             return self._generate(prompt, options, on_token, cancel)
+
+    def _check_bias(self, options: SamplingOptions) -> None:
+        wrong = [i for i in options.logit_bias if i >= self.vocab_size]
+        if wrong:
+            raise InvalidInput(
+                f"logit_bias names token {wrong[0]}, but this model's words are 0..{self.vocab_size - 1}: "
+                "use ids of this model's tokenizer"
+            )
 
     def _generate(
         self, prompt: str, options: SamplingOptions, on_token: OnToken | None, cancel: threading.Event | None
@@ -348,7 +360,7 @@ class LocalSampler(Sampler):
     def _step_view(self, logits: torch.Tensor, active: list[Branch], options: SamplingOptions) -> _StepView:
         """Choose each active row's token; its logprob and the top alternatives (temperature-1 model)."""
         logits = logits.float()
-        chosen = choose_tokens(logits, options, [b.generator for b in active])
+        chosen = choose_tokens(_biased(logits, options), options, [b.generator for b in active])
         norm = torch.logsumexp(logits, dim=-1, keepdim=True)  # log-softmax without materialising it
         picked = (logits.gather(1, chosen.unsqueeze(1)) - norm).squeeze(1)
         k = options.top_logprobs
@@ -392,3 +404,102 @@ class LocalSampler(Sampler):
             text = standalone_text(self.tokenizer, self._anchor, token_id)
             self._alt_text[token_id] = text
         return text
+
+    # ------------------------------------------------------------------ scoring a prompt
+
+    def score_prompt(self, prompt: str, top_logprobs: int = 0) -> PromptScore:
+        """Each text token of ``prompt``: its logprob given the tokens before it, and the likeliest words.
+
+        One pass over the prompt in chunks, the output layer applied :data:`SCORE_ROWS` positions
+        at a time. A prompt longer than the model's context is refused rather than cut.
+        """
+        if not prompt:
+            raise InvalidInput("the prompt is empty: give some text to score")
+        if not 0 <= top_logprobs <= 20:
+            raise InvalidInput(f"top_logprobs must be between 0 and 20, got {top_logprobs}")
+        if self.model is None:
+            raise ModelUnavailable("this sampler was closed: create a new one")
+        with self._lock, torch.inference_mode():
+            return self._score(prompt, top_logprobs)
+
+    def _score(self, prompt: str, k: int) -> PromptScore:
+        enc = self.tokenizer(
+            prompt, split_special_tokens=True, return_offsets_mapping=True, return_special_tokens_mask=True
+        )
+        ids: list[int] = list(enc["input_ids"])
+        special: list[int] = list(enc["special_tokens_mask"])
+        lead = 0
+        while lead < len(ids) and special[lead]:
+            lead += 1
+        end = len(ids)
+        while end > lead and special[end - 1]:
+            end -= 1
+        if end == lead:
+            raise InvalidInput("the prompt has no text tokens: give some text to score")
+        if end > self.context_length:
+            raise InvalidInput(
+                f"the prompt is {end} tokens, more than the {self.context_length} this model reads: "
+                "shorten it"
+            )
+        ids = ids[:end]
+        logprobs: list[float | None] = [None] * end
+        tops: list[tuple[TokenAlt, ...]] = [()] * end
+        cache = new_cache(self.model.config)
+        for at in range(0, end, PREFILL_CHUNK):
+            hidden = self._body(torch.tensor([ids[at : at + PREFILL_CHUNK]], device=self.device), cache)[0]
+            self._score_rows(hidden, at, ids, k, logprobs, tops)
+        starts = _token_starts([int(o[0]) for o in enc["offset_mapping"][lead + 1 : end]], len(prompt))
+        tokens = [
+            Token(text=prompt[starts[i] : starts[i + 1]], logprob=logprobs[t], top=tops[t])
+            for i, t in enumerate(range(lead, end))
+        ]
+        return PromptScore(tokens=tokens, offsets=starts[:-1])
+
+    def _score_rows(
+        self,
+        hidden: torch.Tensor,
+        first: int,
+        ids: list[int],
+        k: int,
+        logprobs: list[float | None],
+        tops: list[tuple[TokenAlt, ...]],
+    ) -> None:
+        """Positions ``first..`` (rows of ``hidden``) predict tokens ``first + 1..``: logprobs and tops."""
+        rows = min(hidden.shape[0], len(ids) - 1 - first)  # the last position predicts no prompt token
+        for at in range(0, rows, SCORE_ROWS):
+            count = min(SCORE_ROWS, rows - at)
+            logits = self._head(hidden[at : at + count]).float()
+            norm = torch.logsumexp(logits, dim=-1, keepdim=True)
+            targets = torch.tensor(ids[first + at + 1 : first + at + 1 + count], device=logits.device)
+            picked = (logits.gather(1, targets.unsqueeze(1)) - norm).squeeze(1).tolist()
+            if k > 0:
+                values, alt_ids = torch.topk(logits, k, dim=-1)
+                alt_lps = (values - norm).tolist()
+                alts = alt_ids.tolist()
+            for row in range(count):
+                target = first + at + 1 + row
+                logprobs[target] = picked[row]
+                if k > 0:
+                    pairs = zip(alts[row], alt_lps[row], strict=True)
+                    tops[target] = tuple(TokenAlt(self._token_text(i), lp) for i, lp in pairs)
+
+
+def _token_starts(offsets: list[int], length: int) -> list[int]:
+    """Where each text token's text begins (the first at 0), then ``length``: each token's text runs to
+    the next one's start, so the texts join to the prompt exactly (a character split over several
+    byte tokens goes to one of them)."""
+    starts = [0]
+    for at in [*offsets, length]:
+        starts.append(min(max(at, starts[-1]), length))
+    return starts
+
+
+def _biased(logits: torch.Tensor, options: SamplingOptions) -> torch.Tensor:
+    """``logits`` with ``options.logit_bias`` added (the draw sees it; logprobs stay the model's own)."""
+    if not options.logit_bias:
+        return logits
+    ids = torch.tensor(list(options.logit_bias), device=logits.device)
+    bias = torch.tensor(list(options.logit_bias.values()), dtype=logits.dtype, device=logits.device)
+    out = logits.clone()
+    out[:, ids] += bias
+    return out
