@@ -31,41 +31,61 @@ _MAX_DEPTH = 10_000
 MAX_LOOM_BYTES = 512 * 1024 * 1024
 
 
-def _read_regular_file(path: Path) -> bytes:
-    """The bytes of a regular file of a sane size (never a device, FIFO or endless stream)."""
+def read_regular_file(path: Path, what: str = "a Loom .json file") -> bytes:
+    """The bytes of a regular file of a sane size (never a device, FIFO or endless stream).
+
+    ``what`` names what the file should be, for the messages.
+    """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not hang the reader
     with os.fdopen(fd, "rb", buffering=0) as fh:
         st = os.fstat(fh.fileno())
         if not stat.S_ISREG(st.st_mode):
-            raise InvalidInput(f"{path} is not a regular file: give the path of a Loom .json file")
+            raise InvalidInput(f"{path} is not a regular file: give the path of {what}")
         if st.st_size > MAX_LOOM_BYTES:
-            raise InvalidInput(f"{path} is larger than {MAX_LOOM_BYTES >> 20} MiB: is it a Loom file?")
+            raise InvalidInput(f"{path} is larger than {MAX_LOOM_BYTES >> 20} MiB: is it {what}?")
         return fh.read(MAX_LOOM_BYTES + 1)
 
 
 def read_loom_file(path: str | Path) -> dict[str, Any]:
     """Parse and check a Loom file; raise InvalidInput saying what is wrong."""
     path = Path(path)
+    data = parse_json(read_file(path), path, "a Loom file")
+    check_loom(data, path)
+    loom: dict[str, Any] = data
+    return loom
+
+
+def read_file(path: Path, what: str = "a Loom .json file") -> bytes:
+    """The bytes of ``path``, or InvalidInput saying in one line why it cannot be read."""
     try:
-        raw = _read_regular_file(path)
+        return read_regular_file(path, what)
     except FileNotFoundError:
-        raise InvalidInput(f"{path} does not exist: give the path of a Loom .json file") from None
+        raise InvalidInput(f"{path} does not exist: give the path of {what}") from None
     except IsADirectoryError:
-        raise InvalidInput(f"{path} is a folder: give the path of a Loom .json file") from None
+        raise InvalidInput(f"{path} is a folder: give the path of {what}") from None
     except OSError as exc:
         raise InvalidInput(f"cannot read {path} ({exc.strerror}): check its permissions") from None
+
+
+def parse_json(raw: bytes, path: Path, what: str) -> Any:
+    """The JSON in ``raw``, or InvalidInput naming the line it breaks at."""
     try:
-        data = json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise InvalidInput(f"{path} is not UTF-8 text: a Loom file is JSON saved by Loom") from None
+        raise InvalidInput(f"{path} is not UTF-8 text: is it {what}?") from None
     except json.JSONDecodeError as exc:
         raise InvalidInput(
-            f"{path} is not valid JSON ({exc.msg}, line {exc.lineno}): is it a Loom file?"
+            f"{path} is not valid JSON ({exc.msg}, line {exc.lineno}): is it {what}?"
         ) from None
+    except RecursionError:
+        raise InvalidInput(f"{path} nests JSON too deeply to read: is it {what}?") from None
+
+
+def check_loom(data: Any, path: Path) -> None:
+    """Raise InvalidInput unless ``data`` is a Loom tree (a 'root' node, ids unique, children lists)."""
     if not isinstance(data, dict) or not isinstance(data.get("root"), dict):
         raise InvalidInput(f"{path} is JSON but not a Loom tree (no 'root' object): export it from Loom")
     _check_node(data["root"], path)
-    return data
 
 
 def _check_node(root: dict[str, Any], path: Path) -> None:
@@ -94,12 +114,16 @@ def import_loom(store: TreeStore, path: str | Path) -> tuple[Tree, dict[str, int
 
     Returns the tree and counts ``{"nodes", "added", "edited", "unchanged"}``.
     """
-    data = read_loom_file(path)
+    return import_loom_data(store, read_loom_file(path), Path(path))
+
+
+def import_loom_data(store: TreeStore, data: dict[str, Any], path: Path) -> tuple[Tree, dict[str, int]]:
+    """:func:`import_loom` of a file already read and checked (:func:`check_loom`)."""
     root = data["root"]
     root_id = str(root["id"])
     existing = _existing_tree(store, root_id)
     if existing is None:
-        tree, nodes = _build(data, Path(path))
+        tree, nodes = _build(data, path)
         store.import_nodes(tree, nodes)
         return tree, {"nodes": len(nodes), "added": len(nodes), "edited": 0, "unchanged": 0}
     return existing, _merge(store, existing, data)

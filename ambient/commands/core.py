@@ -14,7 +14,8 @@ from ambient.commands.live import LiveBranches
 from ambient.commands.progress import nodes_bar, shown, steps_bar
 from ambient.errors import InvalidInput, NotFound
 from ambient.fsutil import write_atomic
-from ambient.loom import export_jsonl, export_loom, import_loom
+from ambient.importers import FORMATS, import_file
+from ambient.loom import export_jsonl, export_loom
 from ambient.offers import make_offer, options_from
 from ambient.tree import Node, Tree
 
@@ -47,8 +48,14 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_trees)
 
-    p = sub.add_parser("import", help="import a tree saved by Loom (JSON)")
+    p = sub.add_parser(
+        "import",
+        help="import trees saved by Loom, loomsidian or Tapestry Loom (JSON)",
+        description="Import a Loom tree, a loomsidian data.json (or one note's export) or a Tapestry Loom "
+        "weave's JSON form. Importing the same file again merges into the trees it made.",
+    )
     p.add_argument("file")
+    p.add_argument("--format", choices=FORMATS, default=None, help="the file's format (default: detected)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_import)
 
@@ -283,16 +290,31 @@ def cmd_trees(args: argparse.Namespace, app: App) -> int:
 
 
 def cmd_import(args: argparse.Namespace, app: App) -> int:
-    tree, counts = import_loom(app.store, args.file)
-    with nodes_bar(counts["added"] + counts["edited"], "remembering", shown(args.json)) as progress:
+    imported = import_file(app.store, args.file, args.format)
+    totals = imported.totals()
+    with nodes_bar(totals["added"] + totals["edited"], "remembering", shown(args.json)) as progress:
         indexed = app.index_pending(progress)  # embedding the new nodes is most of an import's time
     if args.json:
-        _print_json({"tree_id": tree.id, **counts, "indexed": indexed})
-    else:
-        print(
-            f"imported {args.file} as tree {tree.id[:12]}: {counts['nodes']} nodes "
-            f"({counts['added']} new, {counts['edited']} changed, {counts['unchanged']} unchanged)"
+        trees = [{"tree_id": t.id, "title": t.title, **counts} for t, counts in imported.trees]
+        _print_json(
+            {
+                "format": imported.format,
+                "tree_id": trees[0]["tree_id"],
+                **totals,
+                "trees": trees,
+                "not_kept": imported.not_kept,
+                "indexed": indexed,
+            }
         )
+        return 0
+    for tree, counts in imported.trees:
+        print(
+            f"imported {args.file} ({imported.format}) as tree {tree.id[:12]} {tree.title[:40]!r}: "
+            f"{counts['nodes']} nodes ({counts['added']} new, {counts['edited']} changed, "
+            f"{counts['unchanged']} unchanged)"
+        )
+    if imported.not_kept:
+        print(f"not kept as the file had it: {'; '.join(imported.not_kept)}")
     return 0
 
 
