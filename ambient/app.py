@@ -31,6 +31,7 @@ class App:
         self.unsettled_offers: set[str] = set()
         self.memory_error: AmbientError | None = None  # why the index could not be opened
         self._index_lock = threading.Lock()  # one sync at a time, whoever asks
+        self._memory_opening: threading.Thread | None = None  # see open_memory_beside
 
     @functools.cached_property
     def store(self) -> TreeStore:
@@ -42,9 +43,33 @@ class App:
             self._sampler = create_sampler(self.config)
         return self._sampler
 
+    def open_memory_beside(self) -> None:
+        """Start opening the memory index in a thread, so that it overlaps the model's load.
+
+        Opening the index (chromadb, the embedding model) takes about a second;
+        most of the model's load (packing its weights) runs without the GIL, so
+        the two share the cores. :attr:`memory` waits for this thread.
+        """
+        if not self.config.memory.enabled or "memory" in self.__dict__ or self._memory_opening is not None:
+            return
+        self._memory_opening = threading.Thread(
+            target=lambda: self.memory, name="ambient-memory-open", daemon=True
+        )
+        self._memory_opening.start()
+
+    def _wait_for_memory_opening(self) -> None:
+        """Wait for :meth:`open_memory_beside`'s thread, if one runs (and this is not it)."""
+        opening = self._memory_opening
+        if opening is not None and opening is not threading.current_thread():
+            opening.join()
+
     @functools.cached_property
     def memory(self) -> MemoryIndexProtocol | None:
         """The vector index, or None (with ``memory_warning`` set) when it cannot be used."""
+        self._wait_for_memory_opening()
+        if "memory" in self.__dict__:  # opened meanwhile by open_memory_beside's thread
+            opened: MemoryIndexProtocol | None = self.__dict__["memory"]
+            return opened
         if not self.config.memory.enabled:
             return None
         try:
@@ -61,6 +86,7 @@ class App:
         """The vector index, for commands that need it: raises its error (not a warning) if it cannot open."""
         if not self.config.memory.enabled:
             raise MemoryUnavailable("memory is off (memory.enabled = false): set it to true to use it")
+        self._wait_for_memory_opening()
         if "memory" not in self.__dict__:
             try:
                 from ambient.memory import open_memory

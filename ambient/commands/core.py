@@ -150,6 +150,8 @@ def cmd_continue(args: argparse.Namespace, app: App) -> int:
         tree = app.store.get_tree(parent.tree_id)
     else:
         text = read_text_arg(args.path)
+        if not args.no_memory:
+            app.open_memory_beside()
         app.sampler  # noqa: B018 - load the model before storing anything
         source = "cli" if args.path == "-" else f"file:{Path(args.path).name}"
         tree, parent = app.store.create_tree(text, source=source)

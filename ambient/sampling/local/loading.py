@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ambient.errors import ModelUnavailable
+from ambient.packing import slim_for_cpu
+
+T = TypeVar("T")
 
 
 def pick_device(device: str) -> torch.device:
@@ -22,21 +28,83 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load(path: Path, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
-    """The tokenizer and the model (on ``device``, in eval mode) from a local transformers folder."""
+def load(path: Path, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any, int]:
+    """The tokenizer, the model (on ``device``, in eval mode) and how many layers were packed for the CPU.
+
+    On CPU the weights are packed (:func:`ambient.packing.slim_for_cpu`) in a
+    worker while this thread loads the tokenizer: packing runs without the GIL
+    and the tokenizer holds it, so the two overlap on two cores.
+    """
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    model = _guarded(path, lambda: _model(path, dtype))
+    model.to(device)
+    model.eval()
+    if device.type != "cpu":
+        return _guarded(path, lambda: _tokenizer(path)), model, 0
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ambient-pack") as pool:
+        packing = pool.submit(slim_for_cpu, model)
+        tokenizer = _guarded(path, lambda: _tokenizer(path))
+        return tokenizer, model, packing.result()
+
+
+def _model(path: Path, dtype: torch.dtype) -> Any:
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+
+
+def _tokenizer(path: Path) -> Any:
+    """The model's tokenizer: straight from ``tokenizer.json`` where that is all there is to it.
+
+    ``AutoTokenizer`` reads Gemma's 33 MB ``tokenizer.json`` twice (once in
+    Python) and takes about 2.7 s; the tokenizers library alone takes about
+    1.3 s and encodes the same (tests/test_tokenizer_loading.py). Other
+    tokenizer classes may add behaviour of their own, so they go through
+    ``AutoTokenizer``.
+    """
+    direct = _direct_tokenizer_settings(path)
+    if direct is None:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    return TokenizersBackend(tokenizer_file=str(path / "tokenizer.json"), **direct)
+
+
+# Tokenizer classes that add nothing to their tokenizer.json (checked per class against AutoTokenizer).
+PLAIN_TOKENIZER_CLASSES = frozenset({"GemmaTokenizer", "GemmaTokenizerFast", "PreTrainedTokenizerFast"})
+SPECIAL_TOKEN_KEYS = ("bos_token", "eos_token", "pad_token", "unk_token", "mask_token")
+# tokenizer_config.json keys that change nothing when the tokenizer is built from tokenizer.json.
+NEUTRAL_KEYS = frozenset({"backend", "is_local", "local_files_only", "tokenizer_class", "model_max_length"})
+
+
+def _direct_tokenizer_settings(path: Path) -> dict[str, Any] | None:
+    """The settings to build the tokenizer from ``tokenizer.json`` directly, or None to use AutoTokenizer."""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+        config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not (path / "tokenizer.json").is_file() or not isinstance(config, dict):
+        return None
+    if config.get("tokenizer_class") not in PLAIN_TOKENIZER_CLASSES:
+        return None
+    if set(config) - NEUTRAL_KEYS - set(SPECIAL_TOKEN_KEYS):
+        return None  # e.g. add_bos_token or a chat template: let AutoTokenizer apply it
+    settings = {k: config[k] for k in SPECIAL_TOKEN_KEYS if k in config}
+    if not all(isinstance(v, str) for v in settings.values()):
+        return None
+    if isinstance(config.get("model_max_length"), int):
+        settings["model_max_length"] = config["model_max_length"]
+    return settings
+
+
+def _guarded(path: Path, load_one: Callable[[], T]) -> T:
+    """``load_one()``, its errors turned into one that says what to do."""
+    try:
+        return load_one()
     except (OSError, ValueError) as exc:
         raise ModelUnavailable(
             f"cannot load the model in {path} ({exc}): check the folder, or use model.path = \"default\""
         ) from exc
-    model.to(device)
-    model.eval()
-    return tokenizer, model
 
 
 def eos_ids(tokenizer: Any, model: Any) -> frozenset[int]:

@@ -1,0 +1,95 @@
+"""The sampler's tokenizer, built straight from tokenizer.json, encodes and decodes as AutoTokenizer does."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from transformers import AutoTokenizer
+
+from ambient.sampling.local.loading import _direct_tokenizer_settings, _tokenizer
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "loom"
+
+SAMPLES = [
+    "Hello world",
+    " leading space\n\nnew  lines\ttabs",
+    "<start_of_turn>user hi<end_of_turn>",
+    "<bos>x<eos> <pad> <mask> <unk>",
+    "émoji 🌊 日本語 and Ελληνικά",
+    "",
+]
+
+
+def _loom_texts() -> list[str]:
+    """Every node text of the real Loom fixture trees (written by people and models nobody here knows)."""
+    texts: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("text"), str):
+                texts.append(node["text"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for file in sorted(FIXTURES.glob("*.json")):
+        walk(json.loads(file.read_text(encoding="utf-8")))
+    return texts
+
+
+def test_gemma_direct_tokenizer_matches_autotokenizer(default_model_path: Path) -> None:
+    assert _direct_tokenizer_settings(default_model_path) is not None, "Gemma should take the direct path"
+    start = time.perf_counter()
+    direct = _tokenizer(default_model_path)
+    direct_s = time.perf_counter() - start
+    auto = AutoTokenizer.from_pretrained(default_model_path, local_files_only=True)
+    texts = SAMPLES + _loom_texts()
+    assert len(texts) > 100, "the Loom fixture should add its node texts"
+    for text in texts:
+        for options in ({}, {"split_special_tokens": True}, {"add_special_tokens": False}):
+            assert direct(text, **options)["input_ids"] == auto(text, **options)["input_ids"], (text, options)
+    joined = "".join(texts[:50])
+    assert direct(joined, return_offsets_mapping=True) == auto(joined, return_offsets_mapping=True)
+    ids = list(range(0, len(auto), 997)) + [0, 1, 2, 3, 106, 107]
+    assert direct.decode(ids) == auto.decode(ids)
+    assert direct.decode(ids, skip_special_tokens=True) == auto.decode(ids, skip_special_tokens=True)
+    assert direct.convert_ids_to_tokens(ids) == auto.convert_ids_to_tokens(ids)
+    for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id", "all_special_ids"):
+        assert getattr(direct, attr) == getattr(auto, attr), attr
+    assert len(direct) == len(auto)
+    assert direct_s < 10, f"loading the tokenizer took {direct_s:.1f} s"
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>"},  # a class with behaviour of its own
+        {"tokenizer_class": "GemmaTokenizer", "bos_token": "<bos>", "add_bos_token": False},  # a setting to apply
+        {"tokenizer_class": "GemmaTokenizer", "bos_token": {"content": "<bos>"}},  # not a plain string
+        {"tokenizer_class": "GemmaTokenizer", "chat_template": "{{ x }}"},
+    ],
+)
+def test_other_tokenizers_go_through_autotokenizer(tmp_path: Path, config: dict[str, Any]) -> None:
+    (tmp_path / "tokenizer.json").write_text("{}")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    assert _direct_tokenizer_settings(tmp_path) is None
+
+
+def test_direct_path_needs_both_files(tmp_path: Path) -> None:
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "GemmaTokenizer"}))
+    assert _direct_tokenizer_settings(tmp_path) is None  # no tokenizer.json
+    (tmp_path / "tokenizer.json").write_text("{}")
+    assert _direct_tokenizer_settings(tmp_path) == {}
+    (tmp_path / "tokenizer_config.json").write_text("not json")
+    assert _direct_tokenizer_settings(tmp_path) is None
+
+
+def test_tiny_model_tokenizer_still_loads(tiny_model_path: Path) -> None:
+    tokenizer = _tokenizer(tiny_model_path)
+    assert tokenizer.decode(tokenizer("the tide turns", add_special_tokens=False)["input_ids"]) == "the tide turns"
