@@ -10,8 +10,10 @@ Gemma Terms of Use (https://ai.google.dev/gemma/terms); they apply to every use
 of the default model.
 
 Any other ``model.path`` must be a local transformers folder (one with a
-``config.json``). ambient never downloads models: the hub is switched off
-before transformers is imported.
+``config.json``); :func:`check_model_folder` refuses one that is cut short
+before transformers reads it. :func:`prepare_gguf_model` converts another GGUF
+file into such a folder the same way the bundled one is converted. ambient
+never downloads models: the hub is switched off before transformers is imported.
 
 :func:`build_tiny_model` makes a tiny random-init Llama with its own byte-level
 BPE tokenizer, in seconds and without any download, for tests and benchmarks.
@@ -19,6 +21,7 @@ BPE tokenizer, in seconds and without any download, for tests and benchmarks.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -57,7 +60,7 @@ def resolve_model_path(config: Any, on_step: Callable[[str], None] | None = None
         return prepare_default_model(Path(config.models_dir), on_step)
     folder = Path(value).expanduser()
     if (folder / "config.json").is_file():
-        return folder
+        return check_model_folder(folder)
     raise ModelUnavailable(
         f'no model folder at {folder}: use model.path = "default" or a folder with config.json; '
         "ambient never downloads models"
@@ -102,6 +105,90 @@ def prepare_default_model(models_dir: Path, on_step: Callable[[str], None] | Non
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def prepare_gguf_model(gguf_path: Path, target: Path, on_step: Callable[[str], None] | None = None) -> Path:
+    """``target``, a bf16 transformers folder converted from the GGUF file ``gguf_path`` the first time.
+
+    The same conversion as the bundled model's (dequantised by transformers, so the
+    architecture must be one transformers reads from GGUF: Llama, Gemma, Qwen, ...).
+    The folder appears whole or not at all.
+    """
+    step = on_step or (lambda _name: None)
+    if (target / "config.json").is_file():
+        return target
+    if not gguf_path.is_file():
+        raise ModelUnavailable(f"no GGUF file at {gguf_path}: give the path of a .gguf model file")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        out = work / "model"
+        _convert_gguf(gguf_path, out, step)
+        _move_into_place(out, target)
+    except Exception as exc:
+        raise ModelUnavailable(
+            f"could not convert {gguf_path} into {target} ({type(exc).__name__}: {exc}): check free disk "
+            "space and memory, and that transformers reads this GGUF's architecture"
+        ) from exc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def check_model_folder(folder: Path) -> Path:
+    """``folder`` if it looks whole: a JSON config, a tokenizer, weights not cut short; else ModelUnavailable.
+
+    Reads only the config and the safetensors headers (an interrupted copy is the usual damage).
+    """
+    config = folder / "config.json"
+    try:
+        parsed = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelUnavailable(
+            f"{config} is not readable JSON ({exc}): copy the model folder again"
+        ) from None
+    if not isinstance(parsed, dict):
+        raise ModelUnavailable(
+            f"{config} is not a model config (not a JSON object): copy the model folder again"
+        )
+    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        raise ModelUnavailable(
+            f"{folder} has no tokenizer (none of {', '.join(_TOKENIZER_FILES)}): copy the whole model folder"
+        )
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights and not any(folder.glob("pytorch_model*.bin")):
+        raise ModelUnavailable(
+            f"{folder} has no weights (*.safetensors or pytorch_model*.bin): copy the whole model folder"
+        )
+    for file in weights:
+        _check_safetensors(file)
+    return folder
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+
+
+def _check_safetensors(file: Path) -> None:
+    """A safetensors file holds its 8-byte header size, the JSON header, then every tensor it lists."""
+    size = file.stat().st_size
+    try:
+        with file.open("rb") as fh:
+            header_size = int.from_bytes(fh.read(8), "little")
+            if not 0 < header_size <= min(size - 8, 100 << 20):
+                raise ValueError(f"a header of {header_size} bytes in a file of {size}")
+            header = json.loads(fh.read(header_size))
+        end = max(
+            (int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"),
+            default=0,
+        )
+    except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
+        raise ModelUnavailable(
+            f"{file} is not a safetensors file ({exc}): copy the model folder again"
+        ) from None
+    if size < 8 + header_size + end:
+        raise ModelUnavailable(
+            f"{file} is cut short ({size} of {8 + header_size + end} bytes): copy the model folder again"
+        )
 
 
 def default_gguf_path(models_dir: Path) -> Path:

