@@ -403,6 +403,8 @@ def _t_bad_bytes(data: dict) -> dict:
             },
             "none of Snippet",
         ),
+        (lambda: {"nodes": {}, "roots": []}, "has no nodes: there is nothing to import"),
+        (lambda: {"state": {"a.md": {"current": None, "nodes": {}}}}, "has no notes with nodes"),
         (lambda: {"foreign": True}, "not a Loom tree .* nor a loomsidian file .* nor a Tapestry Loom weave"),
         (lambda: [1, 2], "not a Loom tree"),
     ],

@@ -33,7 +33,8 @@ def import_file(store: TreeStore, path: str | Path, fmt: str | None = None) -> I
     version = tapestry.binary_version(raw)
     if version is not None:
         raise tapestry.binary_refusal(path, version)
-    if raw.lstrip().startswith(b"---") and any(key in raw[:4096] for key in _LEGACY_TAPESTRY):
+    head = raw[: 1 << 16]
+    if head.lstrip().startswith(b"---") and any(key in head for key in _LEGACY_TAPESTRY):
         raise InvalidInput(
             f"{path} is a note of the old Tapestry Loom Obsidian plugin: convert it with Tapestry Loom's "
             "migration assistant (--output-debug-json) and import the .json"

@@ -140,7 +140,7 @@ def single_root(tree: DraftTree, ordered: list[DraftNode]) -> list[DraftNode]:
     if len(roots) == 1:
         return ordered
     if not roots:
-        raise InvalidInput(f"{tree.title}: the document has no nodes")
+        raise InvalidInput(f"{tree.title!r} has no nodes: there is nothing to import")
     top = DraftNode(
         source_id=f"{tree.key}#root",
         parent=None,
