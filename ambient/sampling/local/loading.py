@@ -28,12 +28,13 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load(path: Path, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any, int]:
+def load(path: Path, device: torch.device, dtype: torch.dtype, pack: bool = True) -> tuple[Any, Any, int]:
     """The tokenizer, the model (on ``device``, in eval mode) and how many layers were packed for the CPU.
 
-    On CPU the weights are packed (:func:`ambient.packing.slim_for_cpu`) in a
-    worker while this thread loads the tokenizer: packing runs without the GIL
-    and the tokenizer holds it, so the two overlap on two cores.
+    On CPU (unless ``pack`` is false) the weights are packed
+    (:func:`ambient.packing.slim_for_cpu`) in a worker while this thread loads
+    the tokenizer: packing runs without the GIL and the tokenizer holds it, so
+    the two overlap on two cores.
     """
     from transformers.utils import logging as hf_logging
 
@@ -41,7 +42,7 @@ def load(path: Path, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any
     model = _guarded(path, lambda: _model(path, dtype))
     model.to(device)
     model.eval()
-    if device.type != "cpu":
+    if device.type != "cpu" or not pack:
         return _guarded(path, lambda: _tokenizer(path)), model, 0
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ambient-pack") as pool:
         packing = pool.submit(slim_for_cpu, model)
