@@ -62,6 +62,8 @@ BACKENDS: set[str] = {"local", "openai"}
 FRAGMENT_FIELDS = {"text": "", "score": 0.0, "node_id": "", "tree_id": "", "source": ""}  # ambient.context
 _SEED_MAX = 2**31 - 1  # what the local sampler draws when no seed is given
 _COLLECTION = r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]"  # Chroma's rule for a collection name
+_ORIGIN = r"[a-z][a-z0-9+.-]*://[a-z0-9._~%!$&'()+,;=:\[\]-]+"  # scheme://host[:port], lower case
+_ORIGIN_WHAT = "an origin, scheme://host[:port] in lower case without a path, e.g. app://obsidian.md"
 _REMOTE = "a server address, checked by ambient.remote (plain http:// to another host needs allow_plain_http)"
 
 
@@ -172,6 +174,9 @@ class ServerSection:
     port: int = field(default=8765, metadata=within(0, 65535, note="0 picks a free port"))
     max_body_bytes: int = field(default=1_000_000, metadata=within(1024, 1_073_741_824))
     debounce_ms: int = field(default=400, metadata=within(0, 60_000))
+    # Browser and Electron apps that may call the APIs for other apps (/v1) with a client key, by
+    # their Origin (e.g. "app://obsidian.md" for Obsidian plugins); apps that send none need no entry.
+    client_origins: tuple[str, ...] = field(default=(), metadata=each(matching(_ORIGIN, _ORIGIN_WHAT)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,14 +27,17 @@ def offer_for_event(
     on_begin: Callable[[Offer, BuiltContext], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> OfferOutcome:
-    """Blocking: sample the offer ``event`` asks for (configured settings + its overrides) and store it."""
+    """Blocking: sample the offer ``event`` asks for (configured settings + its overrides) and store it.
+
+    Memory is retrieved into the prompt when ``use_memory`` (the index is up) and the event allows it.
+    """
     return make_offer(
         app,
         event.parent_id,
         event.overrides.options(app.config.sampling),
         source=event.source_info(),
         source_text=event.text,
-        use_memory=use_memory,
+        use_memory=use_memory and event.memory,
         on_token=on_token,
         on_begin=on_begin,
         cancel=cancel,

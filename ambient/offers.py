@@ -55,6 +55,12 @@ class Overrides:
     max_tokens: int | None = None
     signals: bool | None = None  # per-token signals (default: sampling.signals)
     oversample: int | None = None  # sample this many and offer n cluster representatives (0 = off)
+    top_p: float | None = None
+    top_k: int | None = None  # 0 = off
+    seed: int | None = None
+    stop: tuple[str, ...] | None = None  # () = no stop strings
+    top_logprobs: int | None = None  # alternatives recorded per token
+    logit_bias: Mapping[int, float] | None = None  # token id -> added to its logit before each draw
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -75,9 +81,8 @@ class Overrides:
 
     def options(self, section: SamplingSection) -> SamplingOptions:
         """The sampler's options: ``section`` with these overrides applied, validated."""
-        return options_from(
-            section, n=self.n, temperature=self.temperature, max_tokens=self.max_tokens, signals=self.signals
-        )
+        chosen = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "oversample"}
+        return options_from(section, **chosen)
 
 
 @dataclasses.dataclass

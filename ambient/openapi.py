@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ambient import __version__
-from ambient.validation import Route
+from ambient.validation import ClientAPI, Route
 
 Schema = dict[str, Any]
 
@@ -216,24 +216,32 @@ def _field_schema(field: Any) -> Schema:
     return schema
 
 
-def _errors(codes: tuple[int, ...], common: tuple[int, ...] = COMMON_ERRORS) -> dict[str, Any]:
-    error = {"application/json": {"schema": _ref("Error")}}
-    return {str(c): {"description": ERROR_TEXT[c], "content": error} for c in sorted({*codes, *common})}
+CLIENT_ERROR_TEXT = {401: "no client key, or one that is not (or no longer) a key: `ambient keys add NAME`"}
+
+
+def _errors(
+    codes: tuple[int, ...], common: tuple[int, ...] = COMMON_ERRORS, client: ClientAPI | None = None
+) -> dict[str, Any]:
+    error = {"application/json": {"schema": _ref(client.error_schema if client else "Error")}}
+    texts = {**ERROR_TEXT, **CLIENT_ERROR_TEXT} if client else ERROR_TEXT
+    return {str(c): {"description": texts[c], "content": error} for c in sorted({*codes, *common})}
 
 
 def _operation(route: Route) -> Schema:
+    content: Schema = {"application/json": {"schema": _ref(route.response)}}
+    if route.events:
+        content["text/event-stream"] = {"schema": {"type": "string", "description": "server-sent events"}}
     op: Schema = {
         "summary": route.summary,
         "operationId": route.handler.__name__,
         "tags": [route.tag],
         "responses": {
-            str(route.status): {
-                "description": route.summary,
-                "content": {"application/json": {"schema": _ref(route.response)}},
-            },
-            **_errors(route.errors),
+            str(route.status): {"description": route.summary, "content": content},
+            **_errors(route.errors, client=route.client),
         },
     }
+    if route.client is not None:
+        op["security"] = [{"clientKey": []}]
     params = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
         for name in _path_params(route.path)
@@ -244,7 +252,12 @@ def _operation(route: Route) -> Schema:
     ]
     if params:
         op["parameters"] = params
-    if route.body is not None:
+    if route.body_schema is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(route.body_schema)}},
+        }
+    elif route.body is not None:
         props = {f.name: _field_schema(f) for f in route.body}
         schema = _obj(props, [f.name for f in route.body if f.required], extra=False)
         op["requestBody"] = {
@@ -388,6 +401,8 @@ def build_openapi(routes: Iterable[Route]) -> Schema:
             "description": "Local API of the ambient daemon. Every /api request needs the token in "
             "$AMBIENT_HOME/token as Authorization: Bearer TOKEN (the WebSocket may take it as its first "
             "message instead); no cookie or URL carries it. The page and its static files are public. "
+            "Routes for other apps (/v1) take a client key instead (`ambient keys add NAME`), and a "
+            "browser's Origin only when server.client_origins lists it. "
             "The Host must be the loopback address and this port.",
         },
         "servers": [{"url": "/"}],
@@ -401,6 +416,12 @@ def build_openapi(routes: Iterable[Route]) -> Schema:
                     "scheme": "bearer",
                     "description": "the token in $AMBIENT_HOME/token (after #token= in the URL `ambient run` "
                     "prints)",
+                },
+                "clientKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a client app's key (`ambient keys add NAME` prints it once), for the "
+                    "routes of APIs for other apps (/v1); never the UI's token",
                 },
             },
         },

@@ -22,6 +22,10 @@ Middlewares, outermost first:
    ``/api`` route. The page (``/``) and its static files hold no data and are
    public; the WebSocket takes the token as its first message when the
    handshake has no header (:mod:`ambient.sockets`).
+
+Under the prefix of an API for other apps (a :class:`~ambient.validation.ClientAPI` a place's
+routes declare, e.g. ``/v1``) the guard is :mod:`ambient.clients` instead, after the same Host
+check: a client key, the origins in ``server.client_origins`` with CORS, and that API's error shape.
 """
 
 from __future__ import annotations
@@ -37,13 +41,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ambient import __version__, api, api_memory, places
+from ambient import __version__, api, api_memory, clients, places
 from ambient.api import DAEMON, SITE, Site
 from ambient.app import App
 from ambient.config import Config
 from ambient.daemon import Daemon
 from ambient.errors import AmbientError, ConfigError
 from ambient.fsutil import write_atomic
+from ambient.keys import KeyStore
 from ambient.openapi import build_openapi
 from ambient.security import (
     LOOPBACK_HOSTS,
@@ -59,7 +64,7 @@ from ambient.security import (
 )
 from ambient.sockets import EVENTS_PATH, PLACES, SOCKETS, close_sockets, events, signs_in_by_message
 from ambient.sources import Source
-from ambient.validation import Handler, Route
+from ambient.validation import ClientAPI, Handler, Route
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -72,6 +77,8 @@ STATIC_FILES = {
     "favicon.svg": "image/svg+xml",
 }
 PUBLIC_ROUTES = ("/", "/static/{name}")  # the page and its static files: they hold no data
+CLIENT_APIS = web.AppKey("client_apis", Mapping[str, ClientAPI])  # APIs for other apps, by path prefix
+CLIENT_KEYS = web.AppKey("client_keys", KeyStore)
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -100,6 +107,9 @@ def create_app(
     app[PLACES] = found
     app[SOCKETS] = set()
     table = routes(found)
+    app[CLIENT_APIS] = clients.apis_of(table)
+    app[CLIENT_KEYS] = KeyStore(daemon.config.home)
+    app.on_response_prepare.append(clients.cors_headers)
     api.add_routes(app, table)
     app.router.add_get(EVENTS_PATH, events)
     app.router.add_get("/api/openapi.json", _openapi_route(table))
@@ -124,28 +134,33 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
     return response
 
 
-def error_response(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def error_response(
+    status: int, message: str, client: ClientAPI | None = None, exc: BaseException | None = None
+) -> web.Response:
+    """``{"error": message}``, or the error shape of the API for other apps the request was under."""
+    body = client.error_body(status, message, exc) if client is not None else {"error": message}
+    return web.json_response(body, status=status)
 
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    client = clients.api_at(request.app[CLIENT_APIS], request.path)
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = error_response(exc.status, _http_message(request, exc))
+        response = error_response(exc.status, _http_message(request, exc), client)
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
     except AmbientError as exc:
-        return error_response(exc.http_status, str(exc))
+        return error_response(exc.http_status, str(exc), client, exc)
     except asyncio.CancelledError:
         raise
-    except Exception:
+    except Exception as exc:
         _LOGGER.exception("unexpected error in %s %s", request.method, request.path)
-        return error_response(500, "internal error: the daemon's log has the details")
+        return error_response(500, "internal error: the daemon's log has the details", client, exc)
 
 
 def _http_message(request: web.Request, exc: web.HTTPException) -> str:
@@ -163,10 +178,22 @@ def _http_message(request: web.Request, exc: web.HTTPException) -> str:
 async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     port = local_port(request)
     check_host(request, port)
-    check_origin(request)
-    limit = request.app[DAEMON].config.server.max_body_bytes
+    client = clients.api_at(request.app[CLIENT_APIS], request.path)
+    if client is None:
+        check_origin(request)
+    config = request.app[DAEMON].config
+    limit = config.server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    if client is not None:  # an API for other apps: a client key, the configured origins (ambient.clients)
+        return await clients.guard(
+            request,
+            handler,
+            origins=config.server.client_origins,
+            keys=request.app[CLIENT_KEYS],
+            ui_token=request.app[SITE].token,
+            run_blocking=request.app[DAEMON].run_blocking,
+        )
     route = _route_of(request)
     if route not in PUBLIC_ROUTES and not (route == EVENTS_PATH and signs_in_by_message(request)):
         check_token(request.app[SITE].token, request)

@@ -67,6 +67,7 @@ class SourceEvent:
     # Changes to the configured sampling settings for this offer.
     overrides: Overrides = dataclasses.field(default_factory=Overrides)
     debounce: bool = True  # False: a person asked for it explicitly, sample now
+    memory: bool = True  # False: nothing is retrieved into the prompt (the text is all of it: an app's own)
 
     def source_info(self) -> dict[str, Any]:
         """What the offer records as its source."""

@@ -20,6 +20,8 @@ from aiohttp import web
 from ambient.errors import AmbientError, InvalidInput
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# An API's error body from the status, the one-line message and the exception (None: an HTTP error).
+ErrorBody = Callable[[int, str, BaseException | None], dict[str, Any]]
 
 
 class UnsupportedMediaType(AmbientError):
@@ -54,6 +56,26 @@ PLAIN_TEXT = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
 
 
 @dataclasses.dataclass(frozen=True)
+class ClientAPI:
+    """An API for other apps under its own path prefix (e.g. an OpenAI-compatible ``/v1``).
+
+    Every request under ``prefix`` (an unknown route's too) is guarded by :mod:`ambient.clients`
+    instead of the UI's rules: the Host check as everywhere, then a client key
+    (:mod:`ambient.keys`) in ``Authorization: Bearer`` (never the UI's token), an ``Origin`` only
+    when ``server.client_origins`` lists it (CORS preflight answered, under the prefix only), and
+    errors in the shape that API's clients read: ``error_body``, described in the OpenAPI document
+    by the component schema ``error_schema``.
+    """
+
+    prefix: str
+    error_body: ErrorBody
+    error_schema: str
+
+    def covers(self, path: str) -> bool:
+        return path == self.prefix or path.startswith(self.prefix + "/")
+
+
+@dataclasses.dataclass(frozen=True)
 class Route:
     method: str
     path: str
@@ -67,6 +89,9 @@ class Route:
     tag: str = "trees"
     # Component schemas this route brings to the OpenAPI document (a place's own shapes), by name.
     schemas: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    client: ClientAPI | None = None  # a route of an API for other apps (its path under client.prefix)
+    body_schema: str | None = None  # the body's component schema, when it is more than flat fields
+    events: bool = False  # the success answer may be server-sent events (text/event-stream) instead
 
 
 def _reject_constant(name: str) -> Any:

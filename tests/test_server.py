@@ -129,7 +129,10 @@ async def test_openapi_describes_every_route(served: web.Application, client: Te
     doc = await resp.json()
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert served_routes == documented
-    assert list(doc["components"]["securitySchemes"]) == ["bearer"]  # no cookie, no token in the URL
+    # No cookie, no token in the URL: the UI's token, or a client key for the APIs of other apps (/v1).
+    assert list(doc["components"]["securitySchemes"]) == ["bearer", "clientKey"]
+    schemes = doc["components"]["securitySchemes"].values()
+    assert all(s["type"] == "http" and s["scheme"] == "bearer" for s in schemes)
     assert doc["security"] == [{"bearer": []}]
     public = set()
     for path, ops in doc["paths"].items():

@@ -106,6 +106,7 @@ class Capabilities:
     max_n: int = MAX_N
     signals: frozenset[str] = frozenset()  # a subset of SIGNALS; the UI hides what is missing
     scores_prompt: bool = False  # Sampler.score_prompt: each prompt token's logprob (an echo with logprobs)
+    vocab_size: int = 0  # the model's words (token ids 0..vocab_size-1); 0 = not known
 
 
 @dataclasses.dataclass(frozen=True)

@@ -109,6 +109,7 @@ class LocalSampler(Sampler):
             max_n=MAX_N,
             signals=signal_kinds(self.model, self.device, self._attention_layer),
             scores_prompt=True,
+            vocab_size=self.vocab_size,
         )
         self._run: SignalRun | None = None  # while a call with signals on runs
         self._surprise = SurpriseMemo()
