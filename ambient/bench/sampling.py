@@ -7,7 +7,11 @@ top-k/top-p, a fixed seed, end-of-text disabled so every branch makes exactly
 
 (a) N separate ``model.generate`` calls (plain transformers);
 (b) one ``model.generate(num_return_sequences=N)`` call (plain transformers);
-(c) one :meth:`LocalSampler.generate` call (one prompt pass, N rows decoding together).
+(c) one :meth:`LocalSampler.generate` call (one prompt pass, N rows decoding together);
+(d) llama.cpp in this process (llama-cpp-python, the Q4_K_M GGUF the model comes from), N completions.
+
+Every timed call reads the whole prompt (cold); (c)'s warm prefill, reusing a
+stored prefix, is reported apart.
 
 It also measures the machine's memory read bandwidth, which bounds a decode
 step (every weight is read once per step), an ``ambient continue``-like wall
@@ -95,6 +99,7 @@ def run(
     gc.collect()
     result["bandwidth_gbs"] = round(measure_bandwidth() / 1e9, 1)
     result["hf"] = _bench_hf(model_path, prompt, new_tokens, ns, seed, repeats)
+    result["llama_cpp"] = _bench_llama(config, prompt, new_tokens, ns, repeats)
     result["peak_rss_mb"] = peak_rss_mb()
     _summarise(result)
     return result
@@ -109,16 +114,27 @@ def _threads() -> int:
 def _bench_local(
     sampler: Any, prompt: str, new_tokens: int, ns: Sequence[int], seed: int, repeats: int
 ) -> dict[int, dict[str, Any]]:
-    """(c): LocalSampler, end-of-text off so every branch makes ``new_tokens`` tokens."""
+    """(c): LocalSampler, end-of-text off so every branch makes ``new_tokens`` tokens.
+
+    Every timed call starts with the prefix cache emptied, so it reads the whole
+    prompt (cold), as (a) and (b) do; one more call per N reuses the prompt's
+    stored prefix (warm: what a person continuing the same text sees), and its
+    prefill is reported apart.
+    """
     eos, sampler.eos_token_ids = sampler.eos_token_ids, frozenset()
+
+    def cold(n: int) -> Any:
+        sampler.prefixes.clear()
+        return sampler.generate(prompt, _options(n, new_tokens, seed))
+
     try:
         sampler.generate(prompt, _options(2, 4, seed))  # warm-up
         out: dict[int, dict[str, Any]] = {}
         for n in ns:
-            call = functools.partial(sampler.generate, prompt, _options(n, new_tokens, seed))
-            wall, res = best_time(call, repeats)
+            wall, res = best_time(functools.partial(cold, n), repeats)
             made = sum(len(c.tokens) for c in res.continuations)
-            out[n] = {"wall_s": wall, "tokens": made, **res.meta}
+            warm = sampler.generate(prompt, _options(n, new_tokens, seed)).meta
+            out[n] = {"wall_s": wall, "tokens": made, **res.meta, "warm_prefill_s": warm["prefill_s"]}
         return out
     finally:
         sampler.eos_token_ids = eos
@@ -178,6 +194,47 @@ def _bench_hf(
     return out
 
 
+def _bench_llama(
+    config: Any, prompt: str, new_tokens: int, ns: Sequence[int], repeats: int
+) -> dict[str, Any] | None:
+    """(d): llama.cpp in this process (llama-cpp-python) on the bundled Q4_K_M GGUF, one sequence at a time.
+
+    Its decode rate comes by difference: a completion of ``new_tokens`` tokens
+    minus one of a single token, both from a cold prompt, over the tokens
+    between. N branches are N completions in a row (llama.cpp keeps the last
+    prompt, so only the first reads it). None when llama-cpp-python is absent.
+    """
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    from ambient import models
+
+    gguf = models.default_gguf_path(Path(config.models_dir))
+    llm = Llama(model_path=str(gguf), n_ctx=4096, n_threads=_threads(), n_batch=512, verbose=False)
+
+    def complete(tokens: int, fresh: bool = True) -> None:
+        if fresh:
+            llm.reset()  # type: ignore[no-untyped-call]
+        llm.create_completion(prompt, max_tokens=tokens, temperature=1.0, top_p=1.0, top_k=0, seed=0)
+
+    complete(4)  # warm-up
+    one, _ = best_time(functools.partial(complete, 1), repeats)
+    full, _ = best_time(functools.partial(complete, new_tokens), repeats)
+    decode_tps = (new_tokens - 1) / max(full - one, 1e-9)
+
+    def branches(n: int) -> None:
+        complete(new_tokens)
+        for _ in range(n - 1):
+            complete(new_tokens, fresh=False)
+
+    per_n: dict[int, dict[str, float]] = {}
+    for n in ns:
+        wall, _ = best_time(functools.partial(branches, n), repeats)
+        per_n[n] = {"wall_s": wall, "tps": n * new_tokens / wall}
+    return {"prefill_s": one, "decode_tps": decode_tps, "branches": per_n}
+
+
 def _summarise(result: dict[str, Any]) -> None:
     """Ratios, tokens/s and the bandwidth bound, per N."""
     bound_step_s = result["step_weight_bytes"] / (result["bandwidth_gbs"] * 1e9)
@@ -192,10 +249,17 @@ def _summarise(result: dict[str, Any]) -> None:
             "a_s": hf["separate_s"], "b_s": hf["num_return_s"], "c_s": c["wall_s"],
             "a_tps": made / hf["separate_s"], "b_tps": made / hf["num_return_s"], "c_tps": made / c["wall_s"],
             "a_over_c": hf["separate_s"] / c["wall_s"], "b_over_c": hf["num_return_s"] / c["wall_s"],
-            "c_prefill_s": c["prefill_s"], "c_steps_per_s": steps_per_s,
-            "c_share_of_bound": steps_per_s / result["bound_steps_per_s"],
+            "c_prefill_s": c["prefill_s"], "c_warm_prefill_s": c["warm_prefill_s"],
+            "c_steps_per_s": steps_per_s, "c_share_of_bound": steps_per_s / result["bound_steps_per_s"],
+            "c_decode_tps": n * steps_per_s,
         })
     result["rows"] = rows
+    llama = result.get("llama_cpp")
+    if llama:
+        for r in rows:
+            d = llama["branches"][r["n"]]
+            r.update(d_s=d["wall_s"], d_tps=d["tps"], d_over_c=d["wall_s"] / r["c_s"])
+            r["c_decode_vs_llama"] = r["c_decode_tps"] / llama["decode_tps"]
 
 
 def to_markdown(result: dict[str, Any]) -> str:
@@ -214,7 +278,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"temperature 1.0, seed {result['seed']}, end-of-text off.",
         "",
         "| N | (a) N× generate | (b) num_return_sequences | (c) LocalSampler | tokens/s a / b / c "
-        "| a÷c | b÷c | (c) prefill | (c) decode steps/s |",
+        "| a÷c | b÷c | (c) prefill cold / warm | (c) decode steps/s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
@@ -222,8 +286,26 @@ def to_markdown(result: dict[str, Any]) -> str:
             f"| {r['n']} | {r['a_s']:.2f} s | {r['b_s']:.2f} s | {r['c_s']:.2f} s "
             f"| {r['a_tps']:.1f} / {r['b_tps']:.1f} / {r['c_tps']:.1f} "
             f"| {r['a_over_c']:.1f}× | {r['b_over_c']:.1f}× "
-            f"| {r['c_prefill_s']:.2f} s | {r['c_steps_per_s']:.1f} |"
+            f"| {r['c_prefill_s']:.2f} / {r['c_warm_prefill_s']:.2f} s | {r['c_steps_per_s']:.1f} |"
         )
+    llama = result.get("llama_cpp")
+    if llama:
+        lines += [
+            "",
+            "Beside llama.cpp in this process (llama-cpp-python, the bundled Q4_K_M GGUF, same threads, same "
+            "prompt; N branches are N completions in a row, the prompt read once):",
+            "",
+            "| N | (d) llama.cpp | (c) LocalSampler | d÷c | (c) decode tokens/s | ÷ llama.cpp's decode |",
+            "|---|---|---|---|---|---|",
+            *[
+                f"| {r['n']} | {r['d_s']:.2f} s | {r['c_s']:.2f} s | {r['d_over_c']:.2f}× "
+                f"| {r['c_decode_tps']:.1f} | {r['c_decode_vs_llama']:.2f}× |"
+                for r in result["rows"]
+            ],
+            "",
+            f"llama.cpp decodes {llama['decode_tps']:.1f} tokens/s at one sequence (by difference of "
+            f"{result['new_tokens']} and 1 tokens); its cold prompt pass takes {llama['prefill_s']:.2f} s.",
+        ]
     cont = result["continue"]
     bound = result["bound_steps_per_s"]
     achieved = ", ".join(
