@@ -15,7 +15,7 @@ from ambient.validation import ClientAPI
 _TYPES = {401: "invalid_request_error", 403: "invalid_request_error"}
 _CODES = {
     401: "invalid_api_key",
-    403: "origin_not_allowed",
+    403: "forbidden",
     404: "unknown_url",
     405: "method_not_allowed",
     413: "request_too_large",
@@ -38,6 +38,8 @@ def bad_param(param: str, message: str, code: str = "invalid_value") -> OpenAIEr
 
 def error_body(status: int, message: str, exc: BaseException | None) -> dict[str, Any]:
     """The body of an error answer under ``/v1`` (the daemon's errors middleware calls it)."""
+    if status == 404 and exc is None:  # an unknown route: say what there is (a base model has no chat)
+        message = f"{message.split(':')[0]}: ambient's /v1 serves POST /v1/completions and GET /v1/models"
     param = getattr(exc, "param", None)
     code = getattr(exc, "code", None)
     if code is None:

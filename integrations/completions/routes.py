@@ -230,12 +230,13 @@ async def _follow(
     offer_id: str | None = None
     while True:
         getter = asyncio.ensure_future(sub.queue.get())
-        done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            getter.cancel()  # a no-op once it has its message; else nothing is taken from the queue
         messages: list[str | None] = []
         if getter in done:
             messages.append(getter.result())
-        else:
-            getter.cancel()
         if task.done():
             while not sub.queue.empty():
                 messages.append(sub.queue.get_nowait())
