@@ -150,8 +150,9 @@ def test_errors_have_openai_s_shape() -> None:
         }
     }
     assert error_body(401, "no", None)["error"]["code"] == "invalid_api_key"
-    assert error_body(404, "no route", None)["error"] == {
-        "message": "no route",
+    assert error_body(404, "no route POST /v1/chat/completions: see /api/openapi.json", None)["error"] == {
+        "message": "no route POST /v1/chat/completions: ambient's /v1 serves POST /v1/completions and "
+        "GET /v1/models",
         "type": "invalid_request_error",
         "param": None,
         "code": "unknown_url",
