@@ -133,6 +133,11 @@ ALLOWED = {
     ("ambient/commands/daemon.py", "cmd_export_picks", "write_atomic"),
     ("ambient/backup.py", "backup", "write_atomic"),  # the backup's manifest, in a folder a person named
     ("ambient/security.py", "_replace_blank", "write_atomic"),  # a new token for one a crash left empty
+    ("ambient/keys.py", "_writing", "write_atomic"),  # the client keys' hashes (`ambient keys add|remove`)
+    # /v1: the streamed answer to the app's own request (shown to whoever asked, as any answer is)
+    ("integrations/completions/routes.py", "_forward", "send"),
+    ("integrations/completions/routes.py", "_stream", "send"),
+    ("integrations/completions/routes.py", "_stream_offer", "send"),
     ("integrations/notes/sidecar.py", "rewrite", "write_atomic"),
     # the one way model text enters a note: a person's accept
     ("integrations/notes/accept.py", "_write", "write_atomic"),
