@@ -122,6 +122,25 @@ def test_scoring_in_small_chunks_gives_the_same_numbers(
         assert [x.text for x in a.top] == [x.text for x in b.top]
 
 
+def test_a_grown_prompt_is_scored_only_where_it_grew(sampler: LocalSampler, tiny_model_path: Path) -> None:
+    cached = LocalSampler(tiny_model_path, device="cpu")  # the prefix cache on (the module's is off)
+    base = PROMPT * 4
+    cached.score_prompt(base, top_logprobs=3)
+    hits = cached.prefixes.hits
+    grown = base + " And then the mill stopped."
+    again = cached.score_prompt(grown, top_logprobs=2)
+    assert cached.prefixes.hits == hits + 1  # the remembered prefix was taken, not read again
+    fresh = sampler.score_prompt(grown, top_logprobs=2)
+    assert [t.text for t in again.tokens] == [t.text for t in fresh.tokens]
+    for a, b in zip(again.tokens, fresh.tokens, strict=True):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+        assert [x.text for x in a.top] == [x.text for x in b.top]
+    wider = cached.score_prompt(grown + " More.", top_logprobs=5)  # more alternatives than remembered
+    assert all(len(t.top) == 5 for t in wider.tokens)
+    reused = cached.generate(grown, opts(n=1, max_tokens=2)).meta["prefill_reused_tokens"]
+    assert reused > 0  # sampling after an echo reads only the prompt's last tokens
+
+
 def test_scored_texts_join_to_any_prompt(sampler: LocalSampler) -> None:
     for text in (
         "naïve café 🙂 — ok",
