@@ -144,12 +144,13 @@ class CompletionsSource(Source):
         count = app.sampler.count_tokens(prompt)
         if self._special_tokens is None:
             self._special_tokens = app.sampler.count_tokens("")
-        budget = app.context_builder(use_memory=False).budget(request.max_tokens)
-        if not key.retrieve and count > budget:
+        # What the context builder leaves the text (its begin-of-text marker counted), so it is never cut.
+        limit = app.context_builder(use_memory=False).budget(request.max_tokens) - self._special_tokens
+        if not key.retrieve and count > limit:
             raise OpenAIError(
-                f"This model's maximum context length is {app.sampler.context_length} tokens; the prompt "
-                f"takes {count} and max_tokens asks for {request.max_tokens} more: shorten the prompt "
-                "or lower max_tokens",
+                f"This model's maximum context length is {app.sampler.context_length} tokens: with "
+                f"max_tokens {request.max_tokens} a prompt may take {limit} (context.budget may lower it), "
+                f"this one takes {count}; shorten the prompt or lower max_tokens",
                 param="prompt",
                 code="context_length_exceeded",
             )

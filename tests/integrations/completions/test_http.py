@@ -185,6 +185,30 @@ async def test_a_stream_follows_the_offer_and_a_client_that_leaves_loses_nothing
     assert [n["text"].count("w") for n in done["nodes"]] == [20, 20]
 
 
+class Counted(FakeSampler):
+    """A begin-of-text marker in every count, as real tokenizers add."""
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split()) + 1
+
+
+async def test_a_prompt_is_answered_whole_or_refused_never_cut(
+    client: TestClient[Any, Any], daemon: Daemon, keys: dict[str, str]
+) -> None:
+    sampler = Counted(context=40)
+    daemon.app._sampler = sampler
+    fits = " ".join(f"w{i}" for i in range(35))  # 36 tokens with its marker: 40 less max_tokens 3, less 1
+    resp = await client.post("/v1/completions", json={**BODY, "prompt": fits}, headers=auth(keys["loom"]))
+    assert resp.status == 200, await resp.text()
+    assert sampler.prompts[-1] == fits
+    resp = await client.post(
+        "/v1/completions", json={**BODY, "prompt": fits + " w35"}, headers=auth(keys["loom"])
+    )
+    error = (await resp.json())["error"]
+    assert resp.status == 400 and error["code"] == "context_length_exceeded" and error["param"] == "prompt"
+    assert sampler.prompts[-1] == fits  # nothing was sampled for it
+
+
 def test_v1_is_in_the_openapi_document_with_its_own_key_and_errors() -> None:
     doc = build_openapi(routes(places.installed()))
     op = doc["paths"]["/v1/completions"]["post"]
