@@ -91,6 +91,29 @@ async def test_a_completion_and_its_offer(
     assert status["state"] == "running" and status["detail"] == {"requests": 1, "offers": 1}
 
 
+async def test_a_list_of_prompts_is_one_offer_each(
+    client: TestClient[Any, Any], daemon: Daemon, keys: dict[str, str]
+) -> None:
+    body = {**BODY, "prompt": ["First story", "Second story"], "user": "ada", "stream": True}
+    streamed = await client.post("/v1/completions", json=body, headers=auth(keys["loom"]))
+    texts = ["", "", "", ""]
+    for line in (await streamed.read()).decode().split("\n\n"):
+        if line.startswith("data: {"):
+            for c in json.loads(line[6:])["choices"]:
+                texts[c["index"]] += c["text"]
+    resp = await client.post("/v1/completions", json={**body, "stream": False}, headers=auth(keys["loom"]))
+    choices = (await resp.json())["choices"]
+    assert [c["index"] for c in choices] == [0, 1, 2, 3]  # prompt index x n + branch
+    assert [c["text"] for c in choices] == texts
+    trees = await asyncio.to_thread(daemon.app.store.list_trees, "key:loom")
+    assert sorted(t.title for t in trees) == ["First story", "Second story"]
+    for tree in trees:
+        offers = await asyncio.to_thread(daemon.app.store.tree_offers, tree.id)
+        assert len(offers) == 2 and offers[0].parent_id == offers[1].parent_id == tree.root_id
+        node = await asyncio.to_thread(daemon.app.store.get_node, offers[0].node_ids[0])
+        assert node.provenance is not None and node.provenance["source"]["user"] == "ada"
+
+
 async def test_retrieval_only_for_a_key_that_turns_it_on(
     client: TestClient[Any, Any], daemon: Daemon, keys: dict[str, str]
 ) -> None:
