@@ -122,13 +122,42 @@ def slim_for_cpu(model: Any) -> int:
 
 
 def _embedding_scale(emb: torch.nn.Module) -> tuple[bool, torch.Tensor | None]:
-    """Whether ``emb`` is a plain (or plainly scaled, as Gemma's) embedding, and its scale."""
+    """Whether ``emb`` is a plain (or plainly scaled, as Gemma's) embedding, and its scale.
+
+    The scale is taken at full precision where the module keeps it as a number
+    too (``scalar_embed_scale``): a model loaded in bfloat16 holds its scale
+    tensor rounded to bfloat16.
+    """
     if type(emb) is torch.nn.Embedding:
         return True, None
     scale = getattr(emb, "embed_scale", None)
     if isinstance(emb, torch.nn.Embedding) and isinstance(scale, torch.Tensor) and scale.numel() == 1:
-        return True, scale.float()
+        exact = getattr(emb, "scalar_embed_scale", None)
+        return True, torch.tensor(float(exact)) if isinstance(exact, float) else scale.float()
     return False, None
+
+
+def widen_unpacked(model: torch.nn.Module, stored: torch.dtype) -> int:
+    """Make every parameter and buffer still in ``stored`` (16-bit) float32, outside the packed modules.
+
+    After :func:`slim_for_cpu` on a model loaded as stored, what was not packed
+    (norms, biases, layers float16 cannot hold) is computed in float32, as a
+    float32 load would have it. The float16 table of a :class:`CompactEmbedding`
+    stays as it is. Returns how many tensors were widened.
+    """
+    widened = 0
+    for module in model.modules():
+        if isinstance(module, CompactEmbedding | PackedLinear | PackedHead):
+            continue
+        for param in module.parameters(recurse=False):
+            if param.dtype == stored:
+                param.data = param.data.float()
+                widened += 1
+        for name, buf in module.named_buffers(recurse=False):
+            if buf.dtype == stored:
+                setattr(module, name, buf.float())
+                widened += 1
+    return widened
 
 
 def _compact_input_embeddings(model: Any) -> torch.Tensor | None:

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ambient.errors import ModelUnavailable
-from ambient.packing import slim_for_cpu
+from ambient.packing import fbgemm_ready, slim_for_cpu, widen_unpacked
 
 T = TypeVar("T")
 
@@ -39,15 +39,66 @@ def load(path: Path, device: torch.device, dtype: torch.dtype, pack: bool = True
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    model = _guarded(path, lambda: _model(path, dtype))
+    packs = device.type == "cpu" and pack and fbgemm_ready()
+    stored = stored_half_dtype(path) if packs and dtype == torch.float32 else None
+    model = _guarded(path, lambda: _model(path, stored or dtype))
+    if stored is not None:
+        _copy_out_of_file(model)
     model.to(device)
     model.eval()
-    if device.type != "cpu" or not pack:
+    if not packs:
         return _guarded(path, lambda: _tokenizer(path)), model, 0
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ambient-pack") as pool:
-        packing = pool.submit(slim_for_cpu, model)
+        packing = pool.submit(_slim, model, stored)
         tokenizer = _guarded(path, lambda: _tokenizer(path))
         return tokenizer, model, packing.result()
+
+
+def stored_half_dtype(path: Path) -> torch.dtype | None:
+    """The checkpoint's own 16-bit dtype (``config.json``), or None if it is stored otherwise or unknown.
+
+    A 16-bit checkpoint is loaded as it is stored and packed from there, so the
+    float32 copy of its weights (twice their size) is never made: the results
+    are the same, since float32 holds every 16-bit value exactly.
+    """
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    name = config.get("dtype") or config.get("torch_dtype") if isinstance(config, dict) else None
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(name))
+
+
+def _copy_out_of_file(model: Any) -> None:
+    """Give every weight its own memory instead of a view of the mapped checkpoint file.
+
+    Weights loaded as stored are views of one mapping of the file, which stays
+    resident until the last of them goes: packing would then hold the whole
+    file beside the packs (measured: a peak of 2.07 GB instead of 1.63 GB).
+    """
+    for param in model.parameters():
+        param.data = param.data.clone()
+
+
+def _slim(model: Any, stored: torch.dtype | None) -> int:
+    """Pack the model for the CPU; what stays unpacked is computed in float32, whatever it was stored in."""
+    packed = slim_for_cpu(model)
+    if stored is not None:
+        widen_unpacked(model, stored)
+    return packed
+
+
+def load_plain(path: Path) -> tuple[Any, Any]:
+    """The tokenizer and the model as transformers loads it (float32, CPU, eval mode, nothing packed).
+
+    For training (``ambient tune`` puts LoRA layers on it) and for checks against the sampler.
+    """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    model = _guarded(path, lambda: _model(path, torch.float32))
+    model.eval()
+    return _guarded(path, lambda: _tokenizer(path)), model
 
 
 def _model(path: Path, dtype: torch.dtype) -> Any:

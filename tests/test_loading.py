@@ -1,4 +1,8 @@
-"""The sampler's tokenizer, built straight from tokenizer.json, encodes and decodes as AutoTokenizer does."""
+"""Loading the local model: the tokenizer straight from tokenizer.json, the weights packed from 16 bits.
+
+The tokenizer encodes and decodes as AutoTokenizer does; a 16-bit checkpoint
+loaded as stored and packed gives exactly the logits of a float32 load.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from transformers import AutoTokenizer
 
-from ambient.sampling.local.loading import _direct_tokenizer_settings, _tokenizer
+from ambient.sampling.local.loading import (
+    _direct_tokenizer_settings,
+    _model,
+    _slim,
+    _tokenizer,
+    load,
+    stored_half_dtype,
+)
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "loom"
 
@@ -56,7 +68,7 @@ def test_gemma_direct_tokenizer_matches_autotokenizer(default_model_path: Path) 
             assert direct(text, **options)["input_ids"] == auto(text, **options)["input_ids"], (text, options)
     joined = "".join(texts[:50])
     assert direct(joined, return_offsets_mapping=True) == auto(joined, return_offsets_mapping=True)
-    ids = list(range(0, len(auto), 997)) + [0, 1, 2, 3, 106, 107]
+    ids = [*range(0, len(auto), 997), 0, 1, 2, 3, 106, 107]
     assert direct.decode(ids) == auto.decode(ids)
     assert direct.decode(ids, skip_special_tokens=True) == auto.decode(ids, skip_special_tokens=True)
     assert direct.convert_ids_to_tokens(ids) == auto.convert_ids_to_tokens(ids)
@@ -70,7 +82,7 @@ def test_gemma_direct_tokenizer_matches_autotokenizer(default_model_path: Path) 
     "config",
     [
         {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>"},  # a class with behaviour of its own
-        {"tokenizer_class": "GemmaTokenizer", "bos_token": "<bos>", "add_bos_token": False},  # a setting to apply
+        {"tokenizer_class": "GemmaTokenizer", "add_bos_token": False},  # a setting to apply
         {"tokenizer_class": "GemmaTokenizer", "bos_token": {"content": "<bos>"}},  # not a plain string
         {"tokenizer_class": "GemmaTokenizer", "chat_template": "{{ x }}"},
     ],
@@ -92,4 +104,26 @@ def test_direct_path_needs_both_files(tmp_path: Path) -> None:
 
 def test_tiny_model_tokenizer_still_loads(tiny_model_path: Path) -> None:
     tokenizer = _tokenizer(tiny_model_path)
-    assert tokenizer.decode(tokenizer("the tide turns", add_special_tokens=False)["input_ids"]) == "the tide turns"
+    ids = tokenizer("the tide turns", add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == "the tide turns"
+
+
+def test_half_checkpoint_packs_to_the_same_logits_as_a_float32_load(default_model_path: Path) -> None:
+    assert stored_half_dtype(default_model_path) is torch.bfloat16
+    tokenizer, packed, layers = load(default_model_path, torch.device("cpu"), torch.float32)
+    assert layers > 100
+    kinds = {t.dtype for t in [*packed.parameters(), *packed.buffers()]}
+    assert kinds == {torch.float32, torch.float16}, kinds  # nothing left in bfloat16; the float16 table
+    reference = _model(default_model_path, torch.float32).eval()
+    assert _slim(reference, None) == layers
+    ids = torch.tensor([tokenizer("The keeper wrote in his log that the fog had come in early")["input_ids"]])
+    with torch.inference_mode():
+        assert torch.equal(packed(ids).logits, reference(ids).logits)
+
+
+def test_stored_dtype(tmp_path: Path, tiny_model_path: Path) -> None:
+    assert stored_half_dtype(tiny_model_path) is None  # a float32 checkpoint is loaded as it is
+    (tmp_path / "config.json").write_text(json.dumps({"torch_dtype": "float16"}))
+    assert stored_half_dtype(tmp_path) is torch.float16
+    (tmp_path / "config.json").write_text("{")
+    assert stored_half_dtype(tmp_path) is None
