@@ -8,17 +8,21 @@ A backup is a folder::
                          segments as files (the index is derived: if it does not open after a
                          restore, `ambient reindex` rebuilds it from the store)
     ambient.toml         the settings, if there are any
+    keys.json            the client keys, if there are any: their hashes only, as the home keeps
+                         them (mode 0600), so apps keep working after a restore
     manifest.json        what is inside: version, time, counts
 
 The token is never copied (a restored home makes a new one). A restore refuses a
 home whose daemon is running, and keeps what it replaces in
-``AMBIENT_HOME/replaced-<time>/``: nothing is lost.
+``AMBIENT_HOME/replaced-<time>/``: nothing is lost. A backup without keys (made
+before they were backed up) leaves the home's keys as they are.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import shutil
 import sqlite3
@@ -29,6 +33,7 @@ from ambient import __version__
 from ambient.config import CONFIG_FILENAME, Config
 from ambient.errors import AmbientError, Conflict, InvalidInput, NotFound
 from ambient.fsutil import write_atomic
+from ambient.keys import KEYS_FILE, KeyStore
 from ambient.store import TreeStore
 
 MANIFEST = "manifest.json"
@@ -45,6 +50,7 @@ class Manifest:
     trees: int
     nodes: int
     memory: str  # "embedded" (copied), "server" (not copied: it lives on the Chroma server), "off"
+    keys: int = 0  # client keys copied (their hashes); 0 in backups made before keys were copied
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:
@@ -65,6 +71,7 @@ def backup(config: Config, target: Path) -> Manifest:
         raise Conflict(f"{target} exists and is not an empty folder: give a new folder for the backup")
     if not config.db_path.exists():
         raise NotFound(f"there is nothing to back up in {config.home}: no store yet")
+    KeyStore(config.home).list()  # a damaged keys file says how to recover before anything is written
     target.mkdir(parents=True, exist_ok=True, mode=0o700)
     _copy_sqlite(config.db_path, target / STORE_FILE)
     memory = "off" if not config.memory.enabled else "server" if config.memory.url else "embedded"
@@ -72,12 +79,13 @@ def backup(config: Config, target: Path) -> Manifest:
         _copy_index(config.memory_dir, target / MEMORY_DIR)
     if config.file is not None and config.file.exists():
         shutil.copy2(config.file, target / CONFIG_FILENAME)
+    keys = _copy_keys(config.home, target)
     with TreeStore(target / STORE_FILE) as store:
         if store.integrity_check() != "ok":
             raise AmbientError(f"the copy in {target} failed SQLite's integrity check: try again")
         trees, nodes = len(store.list_trees()), store.node_count()
     made = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    manifest = Manifest(FORMAT, __version__, made, trees, nodes, memory)
+    manifest = Manifest(FORMAT, __version__, made, trees, nodes, memory, keys)
     write_atomic(target / MANIFEST, json.dumps(dataclasses.asdict(manifest), indent=2) + "\n", mode=0o600)
     return manifest
 
@@ -98,28 +106,54 @@ def restore(config: Config, source: Path, daemon_running: bool) -> tuple[Manifes
     with TreeStore(source / STORE_FILE) as store:
         if store.integrity_check() != "ok":
             raise AmbientError(f"the store in {source} failed SQLite's integrity check: not restored")
-    kept = _set_aside(config)
+    keys = (source / KEYS_FILE).exists()
+    if keys:
+        KeyStore(source).list()  # a damaged keys file is refused before anything is replaced
+    kept = _set_aside(config, keys=keys)
     config.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     _copy_sqlite(source / STORE_FILE, config.db_path)
     if (source / MEMORY_DIR).is_dir() and not config.memory.url:
         shutil.copytree(source / MEMORY_DIR, config.memory_dir)
         (config.memory_dir / "ambient-state.json").unlink(missing_ok=True)  # next sync compares everything
+    if keys:
+        _copy_keys(source, config.home)
     return manifest, kept
 
 
-def _set_aside(config: Config) -> Path | None:
-    """Move the current store (with its journal files) and embedded index out of the way, kept."""
+def _set_aside(config: Config, *, keys: bool) -> Path | None:
+    """Move the current store (with its journal files), embedded index and (``keys``) keys aside, kept."""
     present = [p for p in _store_files(config.db_path) if p.exists()]
     if config.memory_dir.is_dir() and not config.memory.url:
         present.append(config.memory_dir)
+    if keys and (config.home / KEYS_FILE).exists():
+        present.append(config.home / KEYS_FILE)
     if not present:
         return None
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     kept = config.home / f"replaced-{stamp}"
-    kept.mkdir(mode=0o700)
+    for again in itertools.count(2):  # a second restore within the same second keeps its own
+        try:
+            kept.mkdir(mode=0o700)
+            break
+        except FileExistsError:
+            kept = config.home / f"replaced-{stamp}-{again}"
     for path in present:
         path.rename(kept / path.name)
     return kept
+
+
+def _copy_keys(home: Path, target: Path) -> int:
+    """The client keys of ``home`` (hashes only) into ``target``, mode 0600; how many there are.
+
+    The keys file is always replaced whole (written atomically), so the file read is consistent.
+    """
+    source = home / KEYS_FILE
+    try:
+        body = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return 0
+    write_atomic(target / KEYS_FILE, body, mode=0o600)
+    return len(KeyStore(target).list())
 
 
 def _store_files(db: Path) -> list[Path]:
