@@ -121,7 +121,8 @@ def test_keys_add_list_remove(home: Path, capsys: pytest.CaptureFixture[str]) ->
     code, out, _ = run(capsys, "keys", "add", "loom")
     assert code == 0
     secret = next(line for line in out.splitlines() if line.startswith("amb_"))
-    assert "shown this once" in out and "/v1" in out
+    assert "shown this once" in out and "/v1" in out and "docs/clients.md" in out
+    assert "`ambient mcp`" in out and "AMBIENT_KEY" in out and "docs/mcp.md" in out  # chat apps too
     assert KeyStore(home).verify(secret) is not None
 
     added = run_json(capsys, "keys", "add", "obsidian", "--scope", "loom", "--retrieve")

@@ -1,4 +1,4 @@
-"""``ambient keys add|list|remove``: one key per client app (a Loom, an editor plugin), each a place.
+"""``ambient keys add|list|remove``: one key per client app (a Loom, a plugin, a chat app), each a place.
 
 The secret is printed once, at ``add``; only its hash is kept (:mod:`ambient.keys`).
 """
@@ -17,10 +17,13 @@ from ambient.keys import Key, KeyStore
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "keys",
-        help="keys for other apps (Loom, loomsidian, SillyTavern) to use the daemon's /v1",
+        help="keys for other apps: Loom, loomsidian, SillyTavern on the daemon's /v1; chat apps through "
+        "`ambient mcp`",
         description="One key per client app. Each app is a place: its requests become trees with the "
         "source key:NAME, behind its own wall unless --scope says otherwise. The secret is shown once; "
-        "only its hash is kept in $AMBIENT_HOME/keys.json. See docs/clients.md.",
+        "only its hash is kept in $AMBIENT_HOME/keys.json. Completion apps use it on /v1 "
+        "(docs/clients.md); chat apps that speak MCP run `ambient mcp` with it in AMBIENT_KEY "
+        "(docs/mcp.md).",
     )
     keys = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
 
@@ -59,7 +62,9 @@ def cmd_add(args: argparse.Namespace, app: App) -> int:
     print(f"key {key.name} added: {describe(key)}")
     print("its secret, shown this once (only its hash is kept; put it in the app's settings):")
     print(secret)
-    print(f"point the app at http://127.0.0.1:{port}/v1 with this key as its API key (docs/clients.md)")
+    print(f"point the app at http://127.0.0.1:{port}/v1 with this key as its API key (docs/clients.md),")
+    print("or, for a chat app that speaks MCP (Claude Desktop), have it start `ambient mcp` with this key in")
+    print("its environment as AMBIENT_KEY, never on the command line (docs/mcp.md)")
     return 0
 
 
