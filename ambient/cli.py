@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "ambient.commands.forget",
     "ambient.commands.backup",
     "ambient.commands.keys",
+    "ambient.commands.tune",
     "ambient.commands.bench",
 )
 

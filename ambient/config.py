@@ -64,6 +64,8 @@ _SEED_MAX = 2**31 - 1  # what the local sampler draws when no seed is given
 _COLLECTION = r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]"  # Chroma's rule for a collection name
 _ORIGIN = r"[a-z][a-z0-9+.-]*://[a-z0-9._~%!$&'()+,;=:\[\]-]+"  # scheme://host[:port], lower case
 _ORIGIN_WHAT = "an origin, scheme://host[:port] in lower case without a path, e.g. app://obsidian.md"
+_ADAPTER = r"personal|none|[^\s].*"  # the active personal adapter, none, or an adapter's name or folder
+_ADAPTER_WHAT = '"personal" (the active one of `ambient tune`), "none", or an adapter\'s name or folder'
 _REMOTE = "a server address, checked by ambient.remote (plain http:// to another host needs allow_plain_http)"
 
 
@@ -93,6 +95,19 @@ class ModelSection:
         default=60.0, metadata=within(0, 3600, above=True, note="seconds")
     )
     allow_plain_http: bool = False  # true: base_url may be http:// to another host (prompts unencrypted)
+    # local backend: the personal adapter (`ambient tune`) that writes a share of each offer's branches
+    adapter: str = field(default="personal", metadata=matching(_ADAPTER, _ADAPTER_WHAT))
+    adapter_share: float = field(  # the rest are the base model's: one offer mixes both
+        default=0.5, metadata=within(0, 1, note="the share of each offer's branches the adapter writes")
+    )
+
+    def __post_init__(self) -> None:
+        if self.backend != "local" and self.adapter not in ("personal", "none"):
+            raise ConfigError(
+                f"model.adapter = {self.adapter!r} needs the local model, but model.backend is "
+                f"{self.backend!r}: a server's model cannot take ambient's adapters; set "
+                'model.adapter = "none" or model.backend = "local"'
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +195,35 @@ class ServerSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class TuneSection:
+    """`ambient tune`: a personal adapter for the local model, trained on what you pick."""
+
+    # Picks made in your private places (notes, speech, the UI, the CLI) always count; a shared
+    # place's (a Discord server) only when named here, e.g. ["discord:123456789"].
+    shared_places: tuple[str, ...] = field(
+        default=(), metadata=each(matching(r"[a-z]+:[^\s]+", "a shared place's scope, e.g. discord:123"))
+    )
+    min_pairs: int = field(default=40, metadata=within(2, note="preference pairs needed to tune"))
+    holdout: float = field(default=0.2, metadata=within(0, 0.9, note="the newest pairs kept for evaluation"))
+    rank: int = field(default=8, metadata=within(1, 256, note="LoRA rank"))
+    alpha: int = field(default=16, metadata=within(1, 4096, note="LoRA alpha"))
+    learning_rate: float = field(default=1e-3, metadata=within(0, 1, above=True))
+    beta: float = field(default=0.1, metadata=within(0, 100, above=True, note="DPO beta"))
+    objective: str = field(default="dpo", metadata=one_of("dpo", "dpo-mean"))
+    context_tokens: int = field(default=256, metadata=within(16, 8192, note="prompt tokens read per pick"))
+    range_prompts: int = field(  # offers sampled base vs personal to measure the range kept (0 = skip)
+        default=4, metadata=within(0, 64, note="0 = do not measure")
+    )
+    max_diversity_drop: float = field(
+        default=0.2, metadata=within(0, 1, note="a new adapter losing more diversity is not activated")
+    )
+    every_picks: int = field(  # the daemon tunes when idle after this many new picks
+        default=0, metadata=within(0, note="0 = off")
+    )
+    seed: int = field(default=0, metadata=within(0, _SEED_MAX))
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     home: Path
     model: ModelSection = ModelSection()
@@ -187,6 +231,7 @@ class Config:
     memory: MemorySection = MemorySection()
     context: ContextSection = ContextSection()
     server: ServerSection = ServerSection()
+    tune: TuneSection = TuneSection()
     # Raw tables of integrations ([sources.notes], [sources.discord], ...);
     # each integration parses its own with parse_section().
     sources: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
@@ -203,6 +248,10 @@ class Config:
     @property
     def memory_dir(self) -> Path:
         return self.home / "memory"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.home / "adapters"
 
     def replace(self, **sections: Any) -> Config:
         """A copy with some sections (or fields given as ``section__key``) replaced."""
@@ -225,6 +274,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "memory": MemorySection,
     "context": ContextSection,
     "server": ServerSection,
+    "tune": TuneSection,
 }
 _ALIASES = {"AMBIENT_MODEL": ("model", "path"), "AMBIENT_DISCORD_TOKEN": ("sources.discord", "token")}
 

@@ -212,7 +212,7 @@ def _store(
 ) -> list[Node]:
     """The offered nodes, stored in one transaction (an offer never stays "streaming" on a store error)."""
     provenance = {**context.provenance, "truncated_tokens": result.truncated_tokens}
-    branches = [NewBranch(c.text, c.tokens, c.finish_reason) for c in result.continuations]
+    branches = [NewBranch(c.text, c.tokens, c.finish_reason, c.meta or None) for c in result.continuations]
     try:
         return app.store.finish_offer(
             offer.id, branches, author=author, provenance=provenance, state=state, meta=meta

@@ -169,3 +169,4 @@ class NewBranch:
     text: str
     tokens: list[Token] | None = None
     finish_reason: str = "length"
+    meta: dict[str, Any] | None = None  # facts of this branch kept in its node's meta (e.g. its adapter)

@@ -30,6 +30,12 @@ def register(sub: Any) -> None:
     add_sampling_arguments(p)
     p.add_argument("--from", dest="from_node", metavar="NODE", help="continue an existing node instead")
     p.add_argument("--no-memory", action="store_true", help="do not retrieve past fragments")
+    p.add_argument(
+        "--adapter",
+        default=None,
+        help='personal adapter for a share of the branches: "personal" (the active one), "none", a name '
+        "or a folder (default: model.adapter)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_continue)
 
@@ -145,6 +151,8 @@ def cmd_continue(args: argparse.Namespace, app: App) -> int:
         signals=args.signals,
     )
     _apply_model_flags(app, args)
+    if args.adapter is not None:
+        app.config = app.config.replace(model__adapter=args.adapter)
     if args.from_node:
         parent = app.store.get_node(app.store.resolve_node_id(args.from_node))
         tree = app.store.get_tree(parent.tree_id)
@@ -171,6 +179,9 @@ def cmd_continue(args: argparse.Namespace, app: App) -> int:
         if live is not None:
             live.close()
     app.index_pending()
+    adapter_problem = getattr(app.sampler, "adapter_problem", None)
+    if adapter_problem:
+        print(f"warning: {adapter_problem}", file=sys.stderr)
     if args.json:
         payload = {
             "tree_id": tree.id,
@@ -181,6 +192,7 @@ def cmd_continue(args: argparse.Namespace, app: App) -> int:
                     "node_id": n.id,
                     "text": n.text,
                     "finish_reason": n.meta.get("finish_reason"),
+                    "adapter": n.meta.get("adapter"),
                     "tokens": [t.as_dict() for t in n.tokens or ()],
                 }
                 for n in outcome.nodes
@@ -198,7 +210,8 @@ def cmd_continue(args: argparse.Namespace, app: App) -> int:
 def _print_offer(tree: Tree, parent: Node, nodes: list[Node]) -> None:
     print(f"tree {tree.id[:12]}  offer at {parent.id[:12]}  ({len(nodes)} continuations)")
     for i, n in enumerate(nodes, 1):
-        print(f"\n── {i} · {n.id[:12]} " + "─" * 40)
+        by = f"· {n.meta['adapter']} " if n.meta.get("adapter", "none") != "none" else ""
+        print(f"\n── {i} · {n.id[:12]} {by}" + "─" * 40)
         print(n.text)
     print("\npick one with: ambient pick NODE")
 

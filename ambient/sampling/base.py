@@ -148,6 +148,7 @@ class Continuation:
     text: str
     tokens: list[Token]
     finish_reason: str  # "length", "stop", "cancelled", "error"
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)  # facts of this branch (its adapter)
 
 
 @dataclasses.dataclass

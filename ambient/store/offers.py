@@ -75,7 +75,7 @@ class OfferStore(NodeStore):
                     branch=i,
                     tokens=b.tokens,
                     provenance=provenance,
-                    meta={"finish_reason": b.finish_reason},
+                    meta={"finish_reason": b.finish_reason, **(b.meta or {})},
                     created_at=t,
                 )
                 for i, b in enumerate(branches)

@@ -11,6 +11,7 @@ that finishes leaves the batch, so it costs nothing more.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import secrets
 import threading
@@ -21,7 +22,8 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from ambient import models
+from ambient import adapters, models
+from ambient.adapters import AdapterError
 from ambient.errors import InvalidInput, ModelUnavailable
 from ambient.packing import weight_bytes_per_step
 from ambient.sampling import signals
@@ -37,6 +39,8 @@ from ambient.sampling.base import (
     Token,
     TokenAlt,
 )
+from ambient.sampling.local.adapter import Adapter, RowSwitch, install
+from ambient.sampling.local.adapter import load as load_adapter
 from ambient.sampling.local.branch import Branch
 from ambient.sampling.local.capture import SignalRun, SurpriseMemo, signal_kinds
 from ambient.sampling.local.drawing import choose_tokens
@@ -51,6 +55,7 @@ GPU_CONTEXT_CAP = 32768
 PREFILL_CHUNK = 2048  # prompt tokens per forward pass; bounds attention memory on long prompts
 SCORE_ROWS = 64  # prompt positions per output-layer pass when scoring a prompt (64 x 262k logits: 64 MiB)
 DETOK_CONTEXT = 4  # prompt tokens the incremental detokenizer starts from (keeps leading spaces)
+_LOGGER = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -81,7 +86,13 @@ class LocalSampler(Sampler):
     capabilities = Capabilities(streams=True, logprobs=True, max_n=MAX_N, signals=SIGNALS, scores_prompt=True)
 
     def __init__(
-        self, model_path: str | Path, device: str = "auto", threads: int = 0, prefix_cache_mb: int = 256
+        self,
+        model_path: str | Path,
+        device: str = "auto",
+        threads: int = 0,
+        prefix_cache_mb: int = 256,
+        adapter: Path | None = None,
+        adapter_share: float = 0.5,
     ) -> None:
         path = Path(model_path)
         if not (path / "config.json").is_file():
@@ -103,6 +114,14 @@ class LocalSampler(Sampler):
         self._alt_text: dict[int, str] = {}
         self._anchor: list[int] = self.tokenizer.encode("a", add_special_tokens=False)[-1:]
         self.prefixes = PrefixCache(prefix_cache_mb * 2**20)
+        self._switch = RowSwitch()  # which decode rows take the personal adapter (.adapter)
+        self._adapter_hooks: list[Any] = []
+        self._fingerprint: str | None = None
+        self.adapter: Adapter | None = None
+        self.adapter_share = adapter_share  # the share of each offer's branches the adapter writes
+        self.adapter_problem: str | None = None  # why the adapter asked for is not in use
+        if adapter is not None:
+            self.use_adapter(adapter)
         self._attention_layer = signals.attention_layer_index(self.model.config)
         self.capabilities = Capabilities(
             streams=True,
@@ -125,6 +144,8 @@ class LocalSampler(Sampler):
             device=config.model.device,
             threads=config.model.threads,
             prefix_cache_mb=config.model.prefix_cache_mb,
+            adapter=adapters.resolve(config.model.adapter, config.home),
+            adapter_share=config.model.adapter_share,
         )
 
     @property
@@ -136,6 +157,35 @@ class LocalSampler(Sampler):
     def count_tokens(self, text: str) -> int:
         """Tokens the model is fed for ``text``, its begin-of-text marker included."""
         return len(self.tokenizer(text, split_special_tokens=True)["input_ids"])
+
+    def use_adapter(self, path: Path | None) -> Adapter | None:
+        """Write the personal branches with the adapter at ``path`` (None: no adapter, every branch base).
+
+        An adapter that cannot be used (damaged, or made for another model) is refused: the base
+        model writes every branch and :attr:`adapter_problem` says why in one line.
+        """
+        with self._lock:
+            try:
+                if path is None:
+                    adapter = None
+                else:
+                    if self._fingerprint is None:
+                        self._fingerprint = adapters.model_fingerprint(self.path)
+                    adapter = load_adapter(path, self.model, self._fingerprint, self.name)
+            except AdapterError as exc:
+                self.adapter_problem = f"{exc} (sampling with the base model only)"
+                _LOGGER.warning("%s", self.adapter_problem)
+                adapter = None
+            else:
+                self.adapter_problem = None
+            install(self.model, adapter, self._switch, self._adapter_hooks)
+            self.adapter = adapter
+            return adapter
+
+    def personal_rows(self, n: int) -> list[bool]:
+        """Which of ``n`` branches the adapter writes: :attr:`adapter_share` of them, spread out."""
+        share = self.adapter_share if self.adapter is not None else 0.0
+        return [int((i + 1) * share + 1e-9) > int(i * share + 1e-9) for i in range(n)]
 
     def close(self) -> None:
         with self._lock:
@@ -175,6 +225,7 @@ class LocalSampler(Sampler):
         enc = self._encode(prompt, options.max_tokens)
         seed = options.seed if options.seed is not None else secrets.randbits(31)
         branches = self._branches(enc.ids, options.n, seed)
+        personal = self.personal_rows(options.n)
         self._run = self._start_signals(enc, options) if options.signals else None
         try:
             t0 = time.perf_counter()
@@ -182,12 +233,13 @@ class LocalSampler(Sampler):
             t1 = time.perf_counter()
             if self._run is not None:
                 self._run.cache = cache
-            steps = self._decode_loop(cache, logits, branches, options, on_token, cancel)
+            steps = self._decode_loop(cache, logits, branches, options, on_token, cancel, personal)
             t2 = time.perf_counter()
             signal_meta: dict[str, Any] = {}
             if self._run is not None:
                 signal_meta = self._run.meta(enc.offsets, [b.memory_shares for b in branches])
         finally:
+            self._switch.set(None)
             if self._run is not None:
                 self._run.detach()
             self._run = None
@@ -201,8 +253,14 @@ class LocalSampler(Sampler):
             "seed": seed,
             **signal_meta,
         }
+        continuations = [b.continuation() for b in branches]
+        if self.adapter is not None:  # each branch says who wrote it: the base model or the adapter
+            rows = [i for i, p in enumerate(personal) if p]
+            meta["adapter"] = {"name": self.adapter.name, "branches": rows}
+            for c, p in zip(continuations, personal, strict=True):
+                c.meta["adapter"] = self.adapter.name if p else adapters.NONE
         return SampleResult(
-            continuations=[b.continuation() for b in branches],
+            continuations=continuations,
             model=self.name,
             prompt_tokens=len(enc.ids),
             truncated_tokens=enc.truncated_tokens,
@@ -334,8 +392,13 @@ class LocalSampler(Sampler):
         options: SamplingOptions,
         on_token: OnToken | None,
         cancel: threading.Event | None,
+        personal: list[bool] | None = None,
     ) -> int:
-        """Decode all branches together, one batched step per token; returns the number of steps."""
+        """Decode all branches together, one batched step per token; returns the number of steps.
+
+        ``personal[i]``: branch i's tokens after the first are written with the adapter (the first
+        comes from the prompt pass, which the base model makes for every branch).
+        """
         if len(branches) > 1:
             cache.batch_repeat_interleave(len(branches))
         logits = logits.expand(len(branches), -1)
@@ -357,6 +420,8 @@ class LocalSampler(Sampler):
             if len(keep) < len(active):
                 cache.batch_select_indices(torch.tensor(keep, device=self.device))
                 active = [active[i] for i in keep]
+            if personal is not None:
+                self._switch.set([personal[b.index] for b in active])
             logits = self._forward(next_ids, cache)
         return steps
 
