@@ -269,3 +269,73 @@ def summary(home: Path) -> dict[str, Any]:
             info["evaluation"] = manifest.get("evaluation", {})
             info["pairs"] = manifest.get("picks", {}).get("pairs")
     return info
+
+
+# ------------------------------------------------------------------ export / import
+_META_MANIFEST = "ambient.manifest"
+_META_PEFT = "ambient.peft_config"
+
+
+def export(home: Path, name: str, target: Path) -> dict[str, Any]:
+    """Write adapter ``name`` as one safetensors file (its manifest and peft config in the metadata).
+
+    Returns its manifest; the caller warns when it learnt from shared places (``manifest_shared``).
+    """
+    from safetensors.torch import load_file, save_file
+
+    path = path_of(home, name)
+    manifest = read_manifest(path)
+    try:
+        tensors = load_file(str(path / WEIGHTS))
+        peft_config = (path / PEFT_CONFIG).read_text(encoding="utf-8")
+    except Exception as exc:  # a damaged file: safetensors raises its own errors
+        raise AdapterError(f"the adapter at {path} cannot be read ({exc}): tune again") from exc
+    public = {k: v for k, v in manifest.items() if k not in ("active", "status")}
+    metadata = {_META_MANIFEST: json.dumps(public, sort_keys=True), _META_PEFT: peft_config}
+    target = Path(target).expanduser()
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return manifest
+
+
+def shared_places(manifest: dict[str, Any]) -> list[str]:
+    """The shared places (other people's) whose picks an adapter learnt from."""
+    scopes = manifest.get("picks", {}).get("scopes", {})
+    return sorted(s for s in scopes if is_shared(s)) if isinstance(scopes, dict) else []
+
+
+def import_file(home: Path, source: Path, fingerprint: str, model_name: str) -> tuple[Path, dict[str, Any]]:
+    """Add the adapter in ``source`` (made by :func:`export`) as a new version; refused for another model."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    source = Path(source).expanduser()
+    if not source.is_file():
+        raise InvalidInput(f"{source} is not a file: give a file written by `ambient adapter export`")
+    try:
+        with safe_open(str(source), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - safe_open has no iterator
+        manifest = json.loads(metadata[_META_MANIFEST])
+        peft_config = metadata[_META_PEFT]
+        json.loads(peft_config)
+    except (KeyError, ValueError) as exc:
+        raise AdapterError(f"{source} is not an adapter ambient exported ({exc}): export it again") from exc
+    except Exception as exc:  # safetensors' own errors for a damaged file
+        raise AdapterError(f"{source} cannot be read ({exc}): export it again") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "base_model" not in manifest:
+        raise AdapterError(f"{source} holds no adapter manifest this ambient reads: export it again")
+    check_base(manifest, fingerprint, model_name, source)
+    name = next_name(home)
+
+    def fill(tmp: Path) -> dict[str, Any]:
+        save_file(tensors, str(tmp / WEIGHTS))
+        write_atomic(tmp / PEFT_CONFIG, peft_config, mode=0o600)
+        imported = {"from": str(source), "name": manifest.get("name"), "at": time.time()}
+        return {**manifest, "imported": imported, "active": False, "status": "imported (not active)"}
+
+    return write(home, name, fill)

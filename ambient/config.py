@@ -211,6 +211,7 @@ class TuneSection:
     beta: float = field(default=0.1, metadata=within(0, 100, above=True, note="DPO beta"))
     objective: str = field(default="dpo", metadata=one_of("dpo", "dpo-mean"))
     context_tokens: int = field(default=256, metadata=within(16, 8192, note="prompt tokens read per pick"))
+    epochs: int = field(default=2, metadata=within(1, 20, note="passes over the picks"))
     range_prompts: int = field(  # offers sampled base vs personal to measure the range kept (0 = skip)
         default=4, metadata=within(0, 64, note="0 = do not measure")
     )

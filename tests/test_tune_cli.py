@@ -86,6 +86,15 @@ def test_tune_writes_a_versioned_adapter_and_sampling_uses_it(
     assert adapters.active_name(home) == ("personal-001" if manifest["active"] else None)
     assert not list(adapters.folder(home).glob(".tmp-*"))
 
+    # `ambient status` says when it last tuned and what it measured (no daemon needed)
+    assert main(["status", "--json"]) == 1
+    status = json.loads(capsys.readouterr().out)
+    assert status["running"] is False and status["personal_model"]["latest"] == "personal-001"
+    assert status["personal_model"]["evaluation"]["accuracy_base"] == ev["accuracy_base"]
+    assert main(["status"]) == 1
+    line = capsys.readouterr().out
+    assert "personal model: " in line and "last tuned" in line and "(personal-001: " in line
+
     # the adapter is used: each branch says who wrote it
     adapters.set_active(home, "personal-001")
     note = tmp_path / "n.txt"
@@ -170,3 +179,50 @@ def test_an_adapter_needs_the_local_model(home: Path, capsys: pytest.CaptureFixt
     )
     assert code == 2
     assert "model.adapter = 'personal-001' needs the local model" in capsys.readouterr().err
+
+
+def test_export_and_import_an_adapter(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AMBIENT_TUNE_RANGE_PROMPTS", "0")
+    monkeypatch.setenv("AMBIENT_TUNE_SHARED_PLACES", "discord:1")
+    _fill(home, 3, source="discord:1/2", scope="discord:1")
+    manifest = run_json(capsys, "tune")
+    exported = tmp_path / "mine.safetensors"
+    assert main(["adapter", "export", manifest["name"], "-o", str(exported)]) == 0
+    captured = capsys.readouterr()
+    assert "learnt from picks made in shared places (discord:1)" in captured.err  # a warning, still written
+    assert exported.is_file()
+
+    imported = run_json(capsys, "adapter", "import", str(exported))
+    assert imported["name"] == "personal-002" and imported["active"] is False
+    assert imported["imported"]["name"] == manifest["name"]
+    assert imported["base_model"] == manifest["base_model"]
+    original = adapters.folder(home) / manifest["name"] / adapters.WEIGHTS
+    copy = adapters.folder(home) / "personal-002" / adapters.WEIGHTS
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(original)), load_file(str(copy))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+    # an adapter of another model is refused, and nothing is added
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(exported), framework="pt") as fh:
+        metadata = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    foreign = json.loads(metadata["ambient.manifest"])
+    foreign["base_model"] = {"name": "another-model", "fingerprint": "0" * 64}
+    save_file(
+        tensors, str(tmp_path / "foreign.safetensors"), {**metadata, "ambient.manifest": json.dumps(foreign)}
+    )
+    assert main(["adapter", "import", str(tmp_path / "foreign.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "was trained on 'another-model', not on this model" in err and "\n" not in err
+    assert adapters.names(home) == ["personal-001", "personal-002"]
+    (tmp_path / "junk.safetensors").write_bytes(b"not an adapter")
+    assert main(["adapter", "import", str(tmp_path / "junk.safetensors")]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    assert main(["adapter", "export", "personal-404", "-o", str(tmp_path / "x")]) == 2
+    assert "no adapter 'personal-404'" in capsys.readouterr().err

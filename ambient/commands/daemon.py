@@ -8,13 +8,14 @@ import json
 import os
 import signal
 import sys
+import time
 import urllib.error
 import urllib.request
 import webbrowser
 from pathlib import Path
 from typing import Any
 
-from ambient import remote
+from ambient import adapters, remote
 from ambient.app import App
 from ambient.errors import InvalidInput
 from ambient.fsutil import write_atomic
@@ -106,17 +107,37 @@ def _has_display() -> bool:
 def cmd_status(args: argparse.Namespace, app: App) -> int:
     home = app.config.home
     status = fetch_status(home)
+    personal = adapters.summary(home)  # read from the home: known whether the daemon runs or not
     if status is None:
         if args.json:
-            print(json.dumps({"running": False}))
+            print(json.dumps({"running": False, "personal_model": personal}))
         else:
             print("ambient is not running (start it with `ambient run`)")
+            print(f"  {describe_personal(personal)}")
         return 1
     if args.json:
-        print(json.dumps({"running": True, **status}, indent=2))
+        print(json.dumps({"running": True, **status, "personal_model": personal}, indent=2))
         return 0
     print(_describe(status))
+    print(f"  {describe_personal(personal)}")
     return 0
+
+
+def describe_personal(info: dict[str, Any]) -> str:
+    """One line: the personal adapter in use, when it last tuned, what it measured."""
+    if info.get("latest") is None:
+        return "personal model: none yet (`ambient tune` learns from your picks)"
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(info["tuned_at"])) if info.get("tuned_at") else "?"
+    ev = info.get("evaluation") or {}
+    measured = ""
+    if ev.get("accuracy_base") is not None:
+        measured = (
+            f"; on held-out picks it agrees {ev['accuracy_personal']:.0%} of the time (base "
+            f"{ev['accuracy_base']:.0%})"
+        )
+    active = info.get("active") or "none"
+    latest = f"{info['latest']}: {info.get('status')}"
+    return f"personal model: {active} active; last tuned {when} ({latest}){measured}"
 
 
 def fetch_status(home: Path, timeout: float = 3.0) -> dict[str, Any] | None:

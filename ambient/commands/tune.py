@@ -7,6 +7,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -40,6 +41,14 @@ def register(sub: Any) -> None:
     q = verbs.add_parser("use", help='make an adapter the active one ("none": no adapter)')
     q.add_argument("name")
     q.set_defaults(func=cmd_adapter_use)
+    q = verbs.add_parser("export", help="an adapter as one file (safetensors with its manifest), to share")
+    q.add_argument("name")
+    q.add_argument("-o", "--output", required=True, help="the file to write")
+    q.set_defaults(func=cmd_adapter_export)
+    q = verbs.add_parser("import", help="add an exported adapter (refused if made for another model)")
+    q.add_argument("file")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_adapter_import)
 
 
 # ------------------------------------------------------------------ tune
@@ -168,4 +177,31 @@ def cmd_adapter_use(args: argparse.Namespace, app: App) -> int:
             'model.adapter = "personal"',
             file=sys.stderr,
         )
+    return 0
+
+
+def cmd_adapter_export(args: argparse.Namespace, app: App) -> int:
+    manifest = adapters.export(app.config.home, args.name, Path(args.output))
+    shared = adapters.shared_places(manifest)
+    if shared:
+        print(
+            f"warning: {args.name} learnt from picks made in shared places ({', '.join(shared)}): what it "
+            "learnt there may show in what it writes; share the file only with people of those places",
+            file=sys.stderr,
+        )
+    print(f"wrote {args.name} to {args.output}")
+    return 0
+
+
+def cmd_adapter_import(args: argparse.Namespace, app: App) -> int:
+    from ambient import models
+
+    model_path = models.resolve_model_path(app.config)
+    path, manifest = adapters.import_file(
+        app.config.home, Path(args.file), adapters.model_fingerprint(model_path), model_path.name
+    )
+    if args.json:
+        print(json.dumps(_public(manifest), indent=2))
+        return 0
+    print(f"imported {args.file} as {path.name} (not active: `ambient adapter use {path.name}`)")
     return 0

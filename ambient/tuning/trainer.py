@@ -61,6 +61,7 @@ class TrainSettings:
     beta: float = 0.1
     objective: str = "dpo"
     context_tokens: int = 256  # the prompt's last tokens read with each continuation
+    epochs: int = 1  # passes over the choices
     targets: tuple[str, ...] = TARGETS
     seed: int = 0
 
@@ -156,8 +157,12 @@ def train(
         peft_model = get_peft_model(model, config)
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=0.0)
-    order = list(range(len(train_enc)))
-    random.Random(settings.seed).shuffle(order)
+    shuffle = random.Random(settings.seed)
+    order: list[int] = []
+    for _ in range(max(1, settings.epochs)):
+        one = list(range(len(train_enc)))
+        shuffle.shuffle(one)
+        order += one
     losses: list[float] = []
     t0 = time.perf_counter()
     peft_model.train()
@@ -177,7 +182,7 @@ def train(
         "held_out_pairs": sum(e.pairs for e in held_enc),
         "train_s": round(t_train, 2),
         "eval_s": round(time.perf_counter() - t0 - t_train, 2),
-        "pairs_per_s": round(pairs / t_train, 3) if t_train > 0 else None,
+        "pairs_per_s": round(pairs * max(1, settings.epochs) / t_train, 3) if t_train > 0 else None,
         "loss_first": round(sum(losses[:4]) / max(1, len(losses[:4])), 4),
         "loss_last": round(sum(losses[-4:]) / max(1, len(losses[-4:])), 4),
         **evaluation(base_held, tuned_held),

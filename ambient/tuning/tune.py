@@ -48,6 +48,7 @@ def settings_of(config: Config) -> TrainSettings:
         beta=t.beta,
         objective=t.objective,
         context_tokens=t.context_tokens,
+        epochs=t.epochs,
         seed=t.seed,
     )
 
@@ -119,6 +120,7 @@ def tune_on(
     def fill(tmp: Path) -> dict[str, Any]:
         trained.model.save_pretrained(str(tmp))
         _release(trained)
+        manifest["adapter_bytes"] = (tmp / adapters.WEIGHTS).stat().st_size
         adapters.write_manifest(tmp, manifest)  # the sampler reads it to check the base model
         evaluation = dict(manifest["evaluation"])
         if prompts:
