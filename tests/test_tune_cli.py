@@ -226,3 +226,19 @@ def test_export_and_import_an_adapter(
     assert "cannot be read" in capsys.readouterr().err
     assert main(["adapter", "export", "personal-404", "-o", str(tmp_path / "x")]) == 2
     assert "no adapter 'personal-404'" in capsys.readouterr().err
+
+
+def test_the_sampler_follows_the_active_adapter(home: Path, tiny_model_path: Path) -> None:
+    """model.adapter = "personal": a running sampler takes up whatever adapter becomes active."""
+    from ambient.sampling.base import SamplingOptions
+    from ambient.sampling.local import LocalSampler
+    from tests.adapter_helpers import random_adapter
+
+    random_adapter(tiny_model_path, adapters.folder(home) / "personal-001")
+    sampler = LocalSampler.from_config(load_config())
+    options = SamplingOptions(n=2, max_tokens=3, seed=1)
+    assert "adapter" not in sampler.generate("hi", options).meta
+    adapters.set_active(home, "personal-001")
+    assert sampler.generate("hi", options).meta["adapter"] == {"name": "personal-001", "branches": [1]}
+    adapters.set_active(home, None)
+    assert "adapter" not in sampler.generate("hi", options).meta

@@ -93,6 +93,7 @@ class LocalSampler(Sampler):
         prefix_cache_mb: int = 256,
         adapter: Path | None = None,
         adapter_share: float = 0.5,
+        follow_home: Path | None = None,
     ) -> None:
         path = Path(model_path)
         if not (path / "config.json").is_file():
@@ -120,6 +121,9 @@ class LocalSampler(Sampler):
         self.adapter: Adapter | None = None
         self.adapter_share = adapter_share  # the share of each offer's branches the adapter writes
         self.adapter_problem: str | None = None  # why the adapter asked for is not in use
+        # model.adapter = "personal": follow the home's active adapter (`ambient tune` may change it)
+        self._follow = follow_home
+        self._following: Path | None = adapter
         if adapter is not None:
             self.use_adapter(adapter)
         self._attention_layer = signals.attention_layer_index(self.model.config)
@@ -146,6 +150,7 @@ class LocalSampler(Sampler):
             prefix_cache_mb=config.model.prefix_cache_mb,
             adapter=adapters.resolve(config.model.adapter, config.home),
             adapter_share=config.model.adapter_share,
+            follow_home=config.home if config.model.adapter == adapters.PERSONAL else None,
         )
 
     @property
@@ -208,8 +213,18 @@ class LocalSampler(Sampler):
         if self.model is None:
             raise ModelUnavailable("this sampler was closed: create a new one")
         self._check_bias(options)
+        self._follow_active()
         with self._lock, torch.inference_mode():
             return self._generate(prompt, options, on_token, cancel)
+
+    def _follow_active(self) -> None:
+        """With ``model.adapter = "personal"``: take up the home's active adapter if it changed."""
+        if self._follow is None:
+            return
+        active = adapters.resolve(adapters.PERSONAL, self._follow)
+        if active != self._following:
+            self._following = active
+            self.use_adapter(active)
 
     def _check_bias(self, options: SamplingOptions) -> None:
         wrong = [i for i in options.logit_bias if i >= self.vocab_size]
