@@ -82,10 +82,13 @@ def read_prompt(model: Any, enc: Encoded, device: torch.device | str = "cpu") ->
     A personal adapter changes only how continuations are written: the prompt is always read
     by the base model, in training as in sampling (see :mod:`ambient.sampling.local.adapter`).
     """
+    from transformers import DynamicCache
+
     lm = plain(model)
+    cache = DynamicCache(config=lm.config)
     with torch.no_grad(), adapter_off(model):  # no_grad, not inference_mode: training reads the cache
-        out = lm.base_model(input_ids=torch.tensor([enc.prompt], device=device), use_cache=True)
-    return PromptState(out.past_key_values, out.last_hidden_state[:, -1:, :].clone())
+        out = lm.base_model(input_ids=torch.tensor([enc.prompt], device=device), cache=cache, use_cache=True)
+    return PromptState(cache, out.last_hidden_state[:, -1:, :].clone())
 
 
 def adapter_off(model: Any) -> Any:

@@ -7,8 +7,10 @@ interruption (Ctrl-C, or ``cancel``) leaves the adapters as they were.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -104,10 +106,13 @@ def tune_on(
     range_prompts: Sequence[str] | None = None,
 ) -> Outcome:
     """:func:`tune` on given choices (the benchmark's and the tests' way in)."""
+    import torch
+
     from ambient.sampling.local.loading import load_plain
 
     settings = settings_of(config)
     model_path = models.resolve_model_path(config)
+    torch.set_num_threads(config.model.threads or os.cpu_count() or 1)  # as the sampler does
     t0 = time.perf_counter()
     tokenizer, model = load_plain(model_path)
     trained = train(tokenizer, model, train_choices, held_out, settings, progress=progress, cancel=cancel)
@@ -229,3 +234,15 @@ def _manifest(
         "settings": settings.as_dict(),
         "evaluation": dict(trained.metrics),
     }
+
+
+def new_picks(config: Config, store: TreeStore) -> int:
+    """Picks (chosen continuations) tuning may use that the newest adapter has not learnt from."""
+    seen: set[str] = set()
+    known = adapters.names(config.home)
+    if known:
+        with contextlib.suppress(adapters.AdapterError):
+            manifest = adapters.read_manifest(adapters.folder(config.home) / known[-1])
+            seen = set(manifest.get("picks", {}).get("offers", []))
+    picks = collect(store, config.tune.shared_places)
+    return sum(1 for c in picks.choices if c.offer_id not in seen)
