@@ -24,7 +24,8 @@ from ambient.app import App
 from ambient.commands.progress import items, shown
 from ambient.errors import InvalidInput
 
-CORE_BENCHMARKS = {name: f"ambient.bench.{name}" for name in ("sampling", "memory", "latency", "coldstart", "quality")}
+CORE = ("sampling", "memory", "latency", "coldstart", "quality")
+CORE_BENCHMARKS = {name: f"ambient.bench.{name}" for name in CORE}
 
 
 def benchmarks() -> dict[str, str]:
