@@ -73,7 +73,7 @@ def test_tune_writes_a_versioned_adapter_and_sampling_uses_it(
     assert ev["train_pairs"] == 15 and ev["pairs_per_s"] > 0
     assert {"accuracy_base", "accuracy_personal", "chosen_gain_per_token"} <= set(ev)
     assert {"entropy_base", "entropy_personal", "diversity_base", "diversity_personal"} <= set(ev)
-    assert manifest["settings"]["objective"] in ("dpo", "dpo-mean", "rpo")
+    assert manifest["settings"]["objective"] in ("dpo", "dpo-mean")
     assert manifest["base_model"]["fingerprint"] == adapters.model_fingerprint(Path(load_config().model.path))
     folder = adapters.folder(home) / "personal-001"
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith("README")) == [

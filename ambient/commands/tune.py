@@ -107,8 +107,8 @@ def describe(manifest: dict[str, Any]) -> str:
     scopes = ", ".join(f"{k} {v}" for k, v in sorted(picks.get("scopes", {}).items()))
     lines = [
         f"adapter {manifest['name']}: {manifest.get('status', '')}",
-        f"  learnt from {picks.get('train_pairs')} pair(s) ({scopes}) in {ev.get('train_s')} s "
-        f"({ev.get('pairs_per_s')} pairs/s)",
+        f"  learnt from {picks.get('train_pairs')} pair(s), {picks.get('held_out_pairs')} more held out "
+        f"(by place: {scopes}), in {ev.get('train_s')} s ({ev.get('pairs_per_s')} pairs/s)",
     ]
     if ev.get("accuracy_base") is not None:
         lines.append(

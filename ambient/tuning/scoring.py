@@ -112,15 +112,19 @@ def continuation_logprobs(
     pad = _pad_id(lm)
     ids = torch.tensor([c + [pad] * (length - len(c)) for c in enc.continuations], device=device)
     hidden = body(input_ids=ids, cache=cache, use_cache=True).last_hidden_state
-    # Padding sits after each continuation's last token; attention is causal, so it changes no real one.
-    before = torch.cat([prompt.last.expand(k, 1, -1), hidden[:, :-1, :]], dim=1)  # [k, length, width]
     counts = torch.tensor([len(c) for c in enc.continuations], device=device)
-    valid = torch.arange(length, device=device)[None, :] < counts[:, None]
-    rows = before[valid]  # only the positions that predict a continuation token
+    # The first token follows the prompt's last position: the base model's, as in sampling.
+    with adapter_off(model):
+        first = _capped(_apply_head(head, prompt.last[0]).float(), lm)  # [1, vocab]
+    sums = (first[0, ids[:, 0]] - torch.logsumexp(first[0], dim=-1)).detach()
+    # Each later token follows a continuation position. Padding sits after each continuation's
+    # last token and attention is causal, so it changes no real one; its positions are left out.
+    valid = torch.arange(1, length, device=device)[None, :] < counts[:, None]
+    rows = hidden[:, :-1, :][valid]  # only the positions that predict a continuation token
     logits = _capped(_apply_head(head, rows).float(), lm)
-    picked = logits.gather(1, ids[valid].unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, dim=-1)
-    owner = torch.arange(k, device=device)[:, None].expand(k, length)[valid]
-    sums = torch.zeros(k, device=device, dtype=picked.dtype).index_add(0, owner, picked)
+    picked = logits.gather(1, ids[:, 1:][valid].unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, dim=-1)
+    owner = torch.arange(k, device=device)[:, None].expand(k, length - 1)[valid]
+    sums = sums.to(picked.dtype).index_add(0, owner, picked)
     return Scores(sums, counts.to(picked.dtype))
 
 

@@ -40,7 +40,7 @@ from ambient.tuning.scoring import (
     score,
 )
 
-OBJECTIVES = ("dpo", "dpo-mean", "rpo")
+OBJECTIVES = ("dpo", "dpo-mean")
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 # (step, total, what) as training goes: "reference", "training", "evaluation"
@@ -63,11 +63,13 @@ class TrainSettings:
     context_tokens: int = 256  # the prompt's last tokens read with each continuation
     epochs: int = 1  # passes over the choices
     targets: tuple[str, ...] = TARGETS
+    layers: tuple[int, ...] = ()  # only these decoder layers (none: all)
     seed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["targets"] = list(self.targets)
+        d["layers"] = list(self.layers)
         return d
 
 
@@ -104,21 +106,13 @@ def encode_all(tokenizer: Any, choices: Sequence[Choice], context_tokens: int) -
 
 
 def dpo_loss(policy: Scores, reference: Scores, beta: float, objective: str) -> torch.Tensor:
-    """The preference loss of one choice (chosen first), averaged over the continuations it beat.
-
-    ``rpo`` adds the chosen continuation's negative log-likelihood per token to DPO's loss (as in
-    "Iterative Reasoning Preference Optimization"), so the chosen text becomes likelier, not
-    only likelier than the rejected ones.
-    """
+    """The DPO loss of one choice (chosen first), averaged over the continuations it beat."""
     if objective == "dpo-mean":
         pi, ref = policy.means, reference.means
     else:
         pi, ref = policy.sums, reference.sums
     margin = (pi - ref.to(pi.dtype)) * beta
-    loss = -torch.nn.functional.logsigmoid(margin[0] - margin[1:]).mean()
-    if objective == "rpo":
-        loss = loss - policy.means[0]
-    return loss
+    return -torch.nn.functional.logsigmoid(margin[0] - margin[1:]).mean()
 
 
 def train(
@@ -149,6 +143,7 @@ def train(
         r=settings.rank,
         lora_alpha=settings.alpha,
         target_modules=list(settings.targets),
+        layers_to_transform=list(settings.layers) or None,
         lora_dropout=0.0,
         bias="none",
         task_type="CAUSAL_LM",
