@@ -24,7 +24,7 @@ from ambient.app import App
 from ambient.commands.progress import items, shown
 from ambient.errors import InvalidInput
 
-CORE = ("sampling", "memory", "latency", "coldstart", "quality")
+CORE = ("sampling", "memory", "latency", "coldstart", "quality", "tune")
 CORE_BENCHMARKS = {name: f"ambient.bench.{name}" for name in CORE}
 
 

@@ -1,0 +1,175 @@
+"""``ambient bench tune``: does a personal adapter learn a person's taste, and does it keep the range?
+
+The person is simulated (:mod:`ambient.bench.taste`: they pick the branch naming the most
+everyday objects); their picks are the committed test data, real offers of the default model
+on the Loom fixture's texts (``tests/data/picks.jsonl`` in a checkout, made by
+``tests/data/make_picks.py``). The adapter is trained as ``ambient tune`` trains one (the
+settings of ``[tune]``) in a temporary home, so the person's own adapters are never touched.
+
+* **held-out picks** (the last 20% of pairs by time, never trained on): the share of pairs where
+  the model gives the chosen continuation a higher log-likelihood per token than the rejected one,
+  base vs personal, and the mean log-likelihood gain per token on the chosen ones;
+* **range kept**, on prompts it never saw (offers of the held-out period, picked or not): N
+  branches by the base model and N by the adapter, same seeds: per-token entropy, and diversity
+  (mean pairwise cosine distance of the branches' MiniLM embeddings);
+* **taste**: the share of those branches the person would like (naming an object), base vs personal;
+* training time, pairs and pairs per second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ambient import adapters, models
+from ambient.bench import taste
+from ambient.bench.measure import peak_rss_mb
+from ambient.errors import InvalidInput
+from ambient.tuning.data import Choice, split_by_time, take_pairs
+
+LONG = True  # minutes of training: not part of `ambient bench all`
+DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "picks.jsonl"
+HOLDOUT = 0.2
+
+
+def load_offers(path: Path = DATA) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise InvalidInput(
+            f"the tuning benchmark reads the simulated person's picks at {path}: run it from a checkout "
+            "of ambient (tests/data/picks.jsonl)"
+        )
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return sorted(records, key=lambda r: r["offer"])
+
+
+def choices_of(records: list[dict[str, Any]]) -> list[Choice]:
+    """The person's picks (their rule applied afresh) as choices, in the order they saw the offers."""
+    out = []
+    for r in records:
+        pick = taste.choose(r["continuations"])
+        if pick is None:
+            continue
+        chosen = r["continuations"][pick]
+        rejected = tuple(
+            t for i, t in enumerate(r["continuations"]) if i != pick and t.strip() != chosen.strip()
+        )
+        out.append(Choice(f"offer-{r['offer']}", r["prompt"], chosen, rejected, "notes", float(r["offer"])))
+    return out
+
+
+def run(config: Any, *, quick: bool = False) -> dict[str, Any]:
+    """Train on the older picks, measure on the newer ones; see the module docstring."""
+    from ambient.memory import get_embedder
+    from ambient.sampling.local import LocalSampler
+    from ambient.tuning import range as range_check
+    from ambient.tuning.tune import tune_on
+
+    records = load_offers()
+    choices = choices_of(records)
+    train, held = split_by_time(choices, HOLDOUT)
+    if quick:
+        train, held = take_pairs(train, 40), take_pairs(held, 40)
+    first_held = held[0].created_at if held else float("inf")
+    unseen = [r["prompt"] for r in records if r["offer"] >= first_held]
+    step = max(1, len(unseen) // (2 if quick else 8))
+    prompts = unseen[::step][: 2 if quick else 8]
+    n = 4 if quick else 6
+    with tempfile.TemporaryDirectory(prefix="ambient-bench-tune-") as tmp:
+        home = Path(tmp)
+        model_path = models.resolve_model_path(config)  # the person's prepared copy, not a new one
+        bench_config = dataclasses.replace(
+            config, home=home, model=dataclasses.replace(config.model, path=str(model_path), adapter="none")
+        )
+        t0 = time.perf_counter()
+        outcome = tune_on(bench_config, train, held, range_prompts=[])
+        tune_s = time.perf_counter() - t0
+        sampler = LocalSampler(model_path, device="cpu", threads=config.model.threads, prefix_cache_mb=0)
+        try:
+            sampler.use_adapter(outcome.path)
+            assert sampler.adapter is not None, sampler.adapter_problem
+            figures = range_check.measure(
+                sampler,
+                prompts,
+                get_embedder(config).embed,
+                n=n,
+                max_tokens=28,
+                temperature=config.sampling.temperature or 1.0,
+                seed=config.tune.seed,
+            )
+        finally:
+            sampler.close()
+    base_texts = [t for offer in figures.pop("texts_base") for t in offer]
+    personal_texts = [t for offer in figures.pop("texts_personal") for t in offer]
+    evaluation = {**outcome.manifest["evaluation"], **figures}
+    active, status = adapters.verdict(evaluation, config.tune.max_diversity_drop)
+    return {
+        "model": outcome.manifest["base_model"]["name"],
+        "quick": quick,
+        "settings": outcome.manifest["settings"],
+        "offers": len(records),
+        "picks": len(choices),
+        "train_pairs": evaluation["train_pairs"],
+        "held_out_pairs": evaluation["held_out_pairs"],
+        "tune_s": round(tune_s, 1),
+        "threads": config.model.threads or os.cpu_count(),
+        "evaluation": evaluation,
+        "taste_base": round(sum(map(taste.satisfies, base_texts)) / max(1, len(base_texts)), 4),
+        "taste_personal": round(sum(map(taste.satisfies, personal_texts)) / max(1, len(personal_texts)), 4),
+        "branches": len(base_texts),
+        "would_activate": active,
+        "max_diversity_drop": config.tune.max_diversity_drop,
+        "status": status,
+        "adapter_bytes": outcome.manifest.get("adapter_bytes"),
+        "peak_rss_mb": peak_rss_mb(),
+        "load": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+    }
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    ev, s = result["evaluation"], result["settings"]
+    drop = None
+    if ev.get("diversity_base"):
+        drop = (ev["diversity_base"] - ev["diversity_personal"]) / ev["diversity_base"]
+    lines = [
+        "## Tuning: a personal adapter from a simulated person's picks",
+        "",
+        f"`ambient bench tune`{' --quick' if result['quick'] else ''}: {result['model']}, the simulated "
+        f"person of `ambient/bench/taste.py` (they pick the branch naming the most everyday objects) on "
+        f"{result['offers']} real offers of the default model (tests/data/picks.jsonl; {result['picks']} "
+        f"picked). Trained on the older {result['train_pairs']} pairs, measured on the newest "
+        f"{result['held_out_pairs']} (never trained on). LoRA rank {s['rank']}, alpha {s['alpha']}, "
+        f"objective {s['objective']} (beta {s['beta']}), learning rate {s['learning_rate']}, "
+        f"{s['epochs']} epoch(s), the last {s['context_tokens']} prompt tokens, "
+        f"{result['threads']} thread(s), CPU.",
+        "",
+        "| | base | personal |",
+        "|---|---|---|",
+        f"| held-out pairs where the chosen branch is likelier per token | {ev['accuracy_base']:.0%} "
+        f"| {ev['accuracy_personal']:.0%} |",
+        "| log-likelihood per token of the chosen branches (gain) | "
+        f"| {ev['chosen_gain_per_token']:+.3f} nats |",
+        f"| entropy per token of its own offers (unseen prompts) | {ev['entropy_base']:.3f} "
+        f"| {ev['entropy_personal']:.3f} |",
+        f"| diversity of its offers (mean pairwise cosine distance) | {ev['diversity_base']:.3f} "
+        f"| {ev['diversity_personal']:.3f} |",
+        f"| its branches the person likes ({result['branches']} each, unseen prompts) "
+        f"| {result['taste_base']:.0%} | {result['taste_personal']:.0%} |",
+        "",
+        f"Training: {ev['train_s']:.0f} s for {result['train_pairs']} pairs x {s['epochs']} epoch(s) "
+        f"({ev['pairs_per_s']:.2f} pairs/s); held-out evaluation {ev['eval_s']:.0f} s; the whole "
+        f"`tune` (load, train, evaluate, save) {result['tune_s']:.0f} s. "
+        f"Peak RSS {result['peak_rss_mb']:.0f} MB.",
+        f"Diversity {'fell' if drop and drop > 0 else 'rose'} by {abs(drop or 0):.1%} "
+        f"(more than {result['max_diversity_drop']:.0%} lost keeps an adapter inactive): "
+        f"{'it would be activated' if result['would_activate'] else result['status']}.",
+        f"Load average at the end (1, 5, 15 min): {', '.join(str(x) for x in result['load'])} "
+        "(2 cores shared with other work).",
+    ]
+    return "\n".join(lines) + "\n"
