@@ -178,7 +178,19 @@ def test_an_adapter_needs_the_local_model(home: Path, capsys: pytest.CaptureFixt
         ]
     )
     assert code == 2
-    assert "model.adapter = 'personal-001' needs the local model" in capsys.readouterr().err
+    assert "--adapter personal-001 needs the local model" in capsys.readouterr().err
+    argv = [
+        "continue",
+        str(note),
+        "--backend",
+        "openai",
+        "--base-url",
+        "http://127.0.0.1:9",
+        "--adapter",
+        "personal",
+    ]
+    assert main(argv) == 2
+    assert "--adapter personal needs the local model, but the backend is 'openai'" in capsys.readouterr().err
 
 
 def test_export_and_import_an_adapter(

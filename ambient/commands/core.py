@@ -152,6 +152,11 @@ def cmd_continue(args: argparse.Namespace, app: App) -> int:
     )
     _apply_model_flags(app, args)
     if args.adapter is not None:
+        if args.adapter != "none" and app.config.model.backend != "local":
+            raise InvalidInput(
+                f"--adapter {args.adapter} needs the local model, but the backend is "
+                f"{app.config.model.backend!r}: a server's model cannot take adapters; drop --adapter"
+            )
         app.config = app.config.replace(model__adapter=args.adapter)
     if args.from_node:
         parent = app.store.get_node(app.store.resolve_node_id(args.from_node))
