@@ -134,6 +134,12 @@ ALLOWED = {
     ("ambient/backup.py", "backup", "write_atomic"),  # the backup's manifest, in a folder a person named
     ("ambient/security.py", "_replace_blank", "write_atomic"),  # a new token for one a crash left empty
     ("ambient/keys.py", "_writing", "write_atomic"),  # the client keys' hashes (`ambient keys add|remove`)
+    ("ambient/backup.py", "_copy_keys", "write_atomic"),  # those hashes, into a backup or back from one
+    # personal adapters under AMBIENT_HOME/adapters: `ambient tune`, `ambient adapter import|use`
+    ("ambient/adapters.py", "fill", "write_atomic"),
+    ("ambient/adapters.py", "import_file", "write_atomic"),
+    ("ambient/adapters.py", "set_active", "write_atomic"),
+    ("ambient/adapters.py", "write_manifest", "write_atomic"),
     # /v1: the streamed answer to the app's own request (shown to whoever asked, as any answer is)
     ("integrations/completions/routes.py", "_forward", "send"),
     ("integrations/completions/routes.py", "_stream", "send"),
