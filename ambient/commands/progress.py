@@ -57,6 +57,11 @@ def items(values: list[Any], what: str, enabled: bool) -> Any:
     return tqdm(values, desc=what, file=sys.stderr, leave=False, **_size()) if enabled else values
 
 
+def bar(total: int, what: str, unit: str = "it") -> Any:
+    """A bar on stderr over ``total`` steps that goes away when closed (for a caller that shows it)."""
+    return tqdm(total=total, desc=what, unit=unit, file=sys.stderr, leave=False, **_size())
+
+
 def _size() -> dict[str, int]:
     """The terminal's size for tqdm; one that reports none (a fresh pty says 0 x 0) counts as 80 x 24,
     since tqdm hides every bar below a screen it thinks has no lines."""

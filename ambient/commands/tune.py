@@ -10,10 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from ambient import adapters
 from ambient.app import App
+from ambient.commands.progress import bar as progress_bar
 from ambient.commands.progress import shown
 
 PHASES = {"training": "training", "evaluation": "held-out picks", "range": "range check"}
@@ -79,12 +78,15 @@ def _bars(enabled: bool) -> Iterator[Any]:
     if not enabled:
         yield None
         return
-    bars: dict[str, tqdm[Any]] = {}
+    bars: dict[str, Any] = {}
 
     def progress(step: int, total: int, what: str) -> None:
         bar = bars.get(what)
-        if bar is None:
-            bar = tqdm(total=total, desc=PHASES.get(what, what), unit="pick", file=sys.stderr, leave=False)
+        if bar is None:  # a new phase: the last one's bar goes
+            for old in bars.values():
+                old.close()
+            bars.clear()
+            bar = progress_bar(total, PHASES.get(what, what), unit="pick")
             bars[what] = bar
         bar.update(step - bar.n)
 
