@@ -116,6 +116,7 @@ def tune_on(
     t0 = time.perf_counter()
     tokenizer, model = load_plain(model_path)
     trained = train(tokenizer, model, train_choices, held_out, settings, progress=progress, cancel=cancel)
+    del model  # the trained (peft) model holds it; freed with it before the range check
     prompts = list(range_prompts or ()) if range_prompts is not None else _range_prompts(config, held_out)
     home = config.home
     adapters.clean_temporary(home)
