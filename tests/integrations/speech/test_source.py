@@ -37,6 +37,11 @@ async def until(condition: Callable[[], bool], timeout: float = 240.0) -> None:
     await asyncio.wait_for(wait(), timeout)
 
 
+def _complete(hub: TestHub, source: str) -> bool:
+    tree = hub.app.store.find_tree(source)
+    return tree is not None and tree.meta.get("complete") is True
+
+
 def spoken(hub: TestHub, session: str) -> tuple[str, list[Any]]:
     store = hub.app.store
     tree = store.find_tree(f"speech:{session}")
@@ -193,6 +198,8 @@ async def test_a_file_input_is_transcribed_once(hub: TestHub, speech_44k_stereo:
     text, _ = spoken(hub, "talk")
     assert wer(TEXT, text) <= 0.15, text
     await until(lambda: len(hub.offers) == len(SENTENCES), 30)
+    # the file's tree is marked complete just after its session ends (a moment later under load)
+    await until(lambda: _complete(hub, "speech:talk"), 30)
     tree = hub.app.store.find_tree("speech:talk")
     assert tree is not None and tree.meta.get("complete") is True
     assert not task.done()  # run() goes on, for browser sessions
