@@ -111,7 +111,10 @@ def test_status_says_when_no_daemon_runs(
 ) -> None:
     monkeypatch.setenv("AMBIENT_HOME", str(tmp_path))
     assert main(["status", "--json"]) == 1
-    assert json.loads(capsys.readouterr().out) == {"running": False}
+    assert json.loads(capsys.readouterr().out) == {
+        "running": False,
+        "personal_model": {"active": None, "latest": None},  # no adapter tuned yet
+    }
     (tmp_path / "daemon.json").write_text('{"port": 1}')  # stale: nothing listens there
     assert main(["status"]) == 1
     assert "not running" in capsys.readouterr().out
