@@ -74,6 +74,7 @@ def run(config: Config, quick: bool = False) -> dict[str, Any]:
         serve = [*ambient, "run", "--port", "0", "--no-browser"]
         llama = [sys.executable, "-c", LLAMA_SCRIPT, str(gguf), str(threads), PROMPT]
         _check_llama()
+        load_before = _loadavg()
         results = {
             "continue": _repeat(lambda: _until(cont, env, BRANCH_LINE), runs),
             "run": _repeat(lambda: _until(serve, env, URL_LINE, stop=True), runs),
@@ -82,7 +83,8 @@ def run(config: Config, quick: bool = False) -> dict[str, Any]:
     return {
         "runs": runs,
         "threads": threads,
-        "load_before": _loadavg(),
+        "load_before": load_before,
+        "load_after": _loadavg(),
         **results,
         "ratio_continue_vs_llama": round(
             results["continue"]["median_s"] / results["llama_cpp"]["median_s"], 2
@@ -172,7 +174,8 @@ def to_markdown(result: dict[str, Any]) -> str:
             "## Cold start: a new process to the first token",
             "",
             f"Median of {r['runs']} runs after one unrecorded run, each from starting the process in a "
-            f"pseudo-terminal; {r['threads']} threads; load average before: {r['load_before']}. "
+            f"pseudo-terminal; {r['threads']} threads; load average before: {r['load_before']}, "
+            f"after: {r['load_after']}. "
             "The disk cache is warm (the model files were read by the run before); the memory index "
             "exists and is small.",
             "",
