@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ambient import models
+from ambient.bench.measure import load_average
 from ambient.config import Config
 from ambient.errors import InvalidInput
 
@@ -74,7 +75,7 @@ def run(config: Config, quick: bool = False) -> dict[str, Any]:
         serve = [*ambient, "run", "--port", "0", "--no-browser"]
         llama = [sys.executable, "-c", LLAMA_SCRIPT, str(gguf), str(threads), PROMPT]
         _check_llama()
-        load_before = _loadavg()
+        load_before = load_average()
         results = {
             "continue": _repeat(lambda: _until(cont, env, BRANCH_LINE), runs),
             "run": _repeat(lambda: _until(serve, env, URL_LINE, stop=True), runs),
@@ -84,7 +85,7 @@ def run(config: Config, quick: bool = False) -> dict[str, Any]:
         "runs": runs,
         "threads": threads,
         "load_before": load_before,
-        "load_after": _loadavg(),
+        "load_after": load_average(),
         **results,
         "ratio_continue_vs_llama": round(
             results["continue"]["median_s"] / results["llama_cpp"]["median_s"], 2
@@ -153,13 +154,6 @@ def _on_terminal(cmd: list[str], env: dict[str, str]) -> Iterator[tuple[subproce
             while _read(main):
                 pass
         os.close(main)
-
-
-def _loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
 
 
 def to_markdown(result: dict[str, Any]) -> str:

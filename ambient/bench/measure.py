@@ -34,6 +34,15 @@ def measure_bandwidth(nbytes: int = BANDWIDTH_BYTES, repeats: int = 10) -> float
     return nbytes / best
 
 
+def load_average() -> str:
+    """The load average over 1, 5 and 15 minutes, as /proc/loadavg gives it ("unknown" elsewhere)."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

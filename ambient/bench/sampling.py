@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ambient.bench.measure import best_time, build_prompt, measure_bandwidth, peak_rss_mb
+from ambient.bench.measure import best_time, build_prompt, load_average, measure_bandwidth, peak_rss_mb
 from ambient.errors import InvalidInput
 from ambient.sampling.base import SamplingOptions
 
@@ -78,6 +78,7 @@ def run(
     if backend != "local":
         raise InvalidInput(f"--backend must be local or openai, got {backend!r}")
 
+    load_before = load_average()
     sampler = LocalSampler(model_path, device=config.model.device, threads=config.model.threads)
     result: dict[str, Any] = {
         "model": sampler.name,
@@ -101,6 +102,7 @@ def run(
     result["hf"] = _bench_hf(model_path, prompt, new_tokens, ns, seed, repeats)
     result["llama_cpp"] = _bench_llama(config, prompt, new_tokens, ns, repeats)
     result["peak_rss_mb"] = peak_rss_mb()
+    result["load"] = {"before": load_before, "after": load_average()}
     _summarise(result)
     return result
 
@@ -272,10 +274,15 @@ def to_markdown(result: dict[str, Any]) -> str:
         from ambient.bench import sampling_openai
 
         return sampling_openai.to_markdown(result)
+    load = result.get("load", {})
     lines = [
+        "## Sampling: N branches of one prompt",
+        "",
         f"Sampling benchmark: {result['model']} on {result['device']} ({result['threads']} threads), "
         f"prompt {result['prompt_tokens']} tokens, {result['new_tokens']} new tokens per branch, "
-        f"temperature 1.0, seed {result['seed']}, end-of-text off.",
+        f"temperature 1.0, seed {result['seed']}, end-of-text off. Load average before the run "
+        f"{load.get('before', 'unknown')}, after it {load.get('after', 'unknown')}: other work on the "
+        "machine slows every column, and not always evenly.",
         "",
         "| N | (a) N× generate | (b) num_return_sequences | (c) LocalSampler | tokens/s a / b / c "
         "| a÷c | b÷c | (c) prefill cold / warm | (c) decode steps/s |",
