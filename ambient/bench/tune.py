@@ -134,6 +134,7 @@ def run(config: Any, *, quick: bool = False) -> dict[str, Any]:
 
 def to_markdown(result: dict[str, Any]) -> str:
     ev, s = result["evaluation"], result["settings"]
+    passes = ev.get("passes", s["epochs"])
     drop = None
     if ev.get("diversity_base"):
         drop = (ev["diversity_base"] - ev["diversity_personal"]) / ev["diversity_base"]
@@ -146,7 +147,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"picked). Trained on the older {result['train_pairs']} pairs, measured on the newest "
         f"{result['held_out_pairs']} (never trained on). LoRA rank {s['rank']}, alpha {s['alpha']}, "
         f"objective {s['objective']} (beta {s['beta']}), learning rate {s['learning_rate']}, "
-        f"{s['epochs']} epoch(s), the last {s['context_tokens']} prompt tokens, "
+        f"{passes} pass(es) over the picks, the last {s['context_tokens']} prompt tokens, "
         f"{result['threads']} thread(s), CPU.",
         "",
         "| | base | personal |",
@@ -162,7 +163,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"| its branches the person likes ({result['branches']} each, unseen prompts) "
         f"| {result['taste_base']:.0%} | {result['taste_personal']:.0%} |",
         "",
-        f"Training: {ev['train_s']:.0f} s for {result['train_pairs']} pairs x {s['epochs']} epoch(s) "
+        f"Training: {ev['train_s']:.0f} s for {result['train_pairs']} pairs x {passes} pass(es) "
         f"({ev['pairs_per_s']:.2f} pairs/s); held-out evaluation {ev['eval_s']:.0f} s; the whole "
         f"`tune` (load, train, evaluate, save) {result['tune_s']:.0f} s. "
         f"Peak RSS {result['peak_rss_mb']:.0f} MB.",

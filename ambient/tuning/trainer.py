@@ -62,6 +62,7 @@ class TrainSettings:
     objective: str = "dpo"
     context_tokens: int = 256  # the prompt's last tokens read with each continuation
     epochs: int = 1  # passes over the choices
+    min_steps: int = 16  # more passes while there are fewer optimiser steps (one per choice) than this
     targets: tuple[str, ...] = TARGETS
     layers: tuple[int, ...] = ()  # only these decoder layers (none: all)
     seed: int = 0
@@ -103,6 +104,11 @@ def encode_all(tokenizer: Any, choices: Sequence[Choice], context_tokens: int) -
     """The choices as ids, those with nothing to compare left out."""
     out = [encode(tokenizer, c, context_tokens) for c in choices]
     return [e for e in out if e is not None]
+
+
+def passes(settings: TrainSettings, choices: int) -> int:
+    """Passes over ``choices`` choices: ``epochs``, or more to make at least ``min_steps`` steps."""
+    return max(1, settings.epochs, -(-settings.min_steps // max(1, choices)))
 
 
 def dpo_loss(policy: Scores, reference: Scores, beta: float, objective: str) -> torch.Tensor:
@@ -154,7 +160,7 @@ def train(
     optimiser = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=0.0)
     shuffle = random.Random(settings.seed)
     order: list[int] = []
-    for _ in range(max(1, settings.epochs)):
+    for _ in range(passes(settings, len(train_enc))):
         one = list(range(len(train_enc)))
         shuffle.shuffle(one)
         order += one
@@ -177,7 +183,8 @@ def train(
         "held_out_pairs": sum(e.pairs for e in held_enc),
         "train_s": round(t_train, 2),
         "eval_s": round(time.perf_counter() - t0 - t_train, 2),
-        "pairs_per_s": round(pairs * max(1, settings.epochs) / t_train, 3) if t_train > 0 else None,
+        "passes": passes(settings, len(train_enc)),
+        "pairs_per_s": round(pairs * passes(settings, len(train_enc)) / t_train, 3) if t_train > 0 else None,
         "loss_first": round(sum(losses[:4]) / max(1, len(losses[:4])), 4),
         "loss_last": round(sum(losses[-4:]) / max(1, len(losses[-4:])), 4),
         **evaluation(base_held, tuned_held),

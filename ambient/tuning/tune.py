@@ -51,6 +51,7 @@ def settings_of(config: Config) -> TrainSettings:
         objective=t.objective,
         context_tokens=t.context_tokens,
         epochs=t.epochs,
+        min_steps=t.min_steps,
         seed=t.seed,
     )
 
