@@ -104,6 +104,7 @@ def run(config: Any, *, quick: bool = False) -> dict[str, Any]:
             )
         finally:
             sampler.close()
+    first_offers = (figures["texts_base"][0], figures["texts_personal"][0])
     base_texts = [t for offer in figures.pop("texts_base") for t in offer]
     personal_texts = [t for offer in figures.pop("texts_personal") for t in offer]
     evaluation = {**outcome.manifest["evaluation"], **figures}
@@ -122,10 +123,12 @@ def run(config: Any, *, quick: bool = False) -> dict[str, Any]:
         "taste_base": round(sum(map(taste.satisfies, base_texts)) / max(1, len(base_texts)), 4),
         "taste_personal": round(sum(map(taste.satisfies, personal_texts)) / max(1, len(personal_texts)), 4),
         "branches": len(base_texts),
+        "n": n,
         "would_activate": active,
         "max_diversity_drop": config.tune.max_diversity_drop,
         "status": status,
         "adapter_bytes": outcome.manifest.get("adapter_bytes"),
+        "example": {"prompt_end": prompts[0][-200:], "base": first_offers[0], "personal": first_offers[1]},
         "peak_rss_mb": peak_rss_mb(),
         "load": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
@@ -166,7 +169,10 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"Training: {ev['train_s']:.0f} s for {result['train_pairs']} pairs x {passes} pass(es) "
         f"({ev['pairs_per_s']:.2f} pairs/s); held-out evaluation {ev['eval_s']:.0f} s; the whole "
         f"`tune` (load, train, evaluate, save) {result['tune_s']:.0f} s. "
-        f"Peak RSS {result['peak_rss_mb']:.0f} MB.",
+        f"Peak RSS {result['peak_rss_mb']:.0f} MB. The adapter: {result['adapter_bytes'] / 2**20:.1f} MB; "
+        f"a decode step of {result['n']} branches takes {ev['decode_ms_per_step_base']:.0f} ms all base, "
+        f"{ev['decode_ms_per_step_personal']:.0f} ms all personal (signals on; the adapter's low-rank path "
+        "runs beside the packed layers).",
         f"Diversity {'fell' if drop and drop > 0 else 'rose'} by {abs(drop or 0):.1%} "
         f"(more than {result['max_diversity_drop']:.0%} lost keeps an adapter inactive): "
         f"{'it would be activated' if result['would_activate'] else result['status']}.",

@@ -31,10 +31,16 @@ class Side:
     texts: list[list[str]] = dataclasses.field(default_factory=list)
     entropies: list[float] = dataclasses.field(default_factory=list)
     diversities: list[float] = dataclasses.field(default_factory=list)
+    decode_s: float = 0.0
+    decode_steps: int = 0
 
     @property
     def entropy(self) -> float | None:
         return round(sum(self.entropies) / len(self.entropies), 4) if self.entropies else None
+
+    @property
+    def ms_per_step(self) -> float | None:
+        return round(1000 * self.decode_s / self.decode_steps, 2) if self.decode_steps else None
 
     @property
     def diversity(self) -> float | None:
@@ -54,6 +60,8 @@ def sample_side(
             result = sampler.generate(prompt, seeded)
             texts = [c.text for c in result.continuations]
             side.texts.append(texts)
+            side.decode_s += float(result.meta.get("decode_s", 0.0))
+            side.decode_steps += int(result.meta.get("decode_steps", 0))
             values = [
                 float(t.extra["entropy"])
                 for c in result.continuations
@@ -92,6 +100,8 @@ def measure(
         "entropy_personal": personal.entropy,
         "diversity_base": base.diversity,
         "diversity_personal": personal.diversity,
+        "decode_ms_per_step_base": base.ms_per_step,  # N rows a step, with signals on
+        "decode_ms_per_step_personal": personal.ms_per_step,
         "texts_base": base.texts,
         "texts_personal": personal.texts,
     }
