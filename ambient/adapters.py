@@ -38,6 +38,7 @@ FORMAT = 1
 PREFIX = "personal-"
 NONE, PERSONAL = "none", "personal"
 MAX_DIVERSITY_DROP = 0.2  # an adapter whose offers are this much less diverse than base's is not activated
+MAX_LIKELIHOOD_LOSS = 1.0  # nor one that finds the person's own picks this much less likely (nats/token)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _FINGERPRINT_BYTES = 1 << 20  # read from each end of each weights file
 
@@ -237,8 +238,16 @@ def _alive(pid: int) -> bool:
     return False
 
 
-def verdict(evaluation: dict[str, Any], max_drop: float = MAX_DIVERSITY_DROP) -> tuple[bool, str]:
-    """Whether a new adapter may become active by default, and why (one line for the status)."""
+def verdict(
+    evaluation: dict[str, Any], max_drop: float = MAX_DIVERSITY_DROP, max_loss: float = MAX_LIKELIHOOD_LOSS
+) -> tuple[bool, str]:
+    """Whether a new adapter may become active by default, and why (one line for the status).
+
+    Not when its offers are more than ``max_drop`` less diverse than the base model's, nor when
+    it finds the person's own held-out picks more than ``max_loss`` nats per token less likely
+    than the base model does (it would write worse text, however diverse), nor when it agrees
+    with those picks less often than the base model.
+    """
     base, personal = evaluation.get("diversity_base"), evaluation.get("diversity_personal")
     if isinstance(base, int | float) and isinstance(personal, int | float) and base > 0:
         drop = (base - personal) / base
@@ -247,6 +256,12 @@ def verdict(evaluation: dict[str, Any], max_drop: float = MAX_DIVERSITY_DROP) ->
                 f"not activated: its offers are {drop:.0%} less diverse than the base model's "
                 f"(more than {max_drop:.0%}); the previous adapter stays in use"
             )
+    gain = evaluation.get("chosen_gain_per_token")
+    if isinstance(gain, int | float) and max_loss > 0 and gain < -max_loss:
+        return False, (
+            f"not activated: it finds your held-out picks {-gain:.2f} nats per token less likely than the "
+            f"base model does (more than {max_loss:g}): it lost fluency; the previous adapter stays in use"
+        )
     acc_base, acc = evaluation.get("accuracy_base"), evaluation.get("accuracy_personal")
     if isinstance(acc_base, int | float) and isinstance(acc, int | float) and acc < acc_base:
         return False, (

@@ -221,6 +221,9 @@ class TuneSection:
     max_diversity_drop: float = field(
         default=0.2, metadata=within(0, 1, note="a new adapter losing more diversity is not activated")
     )
+    max_likelihood_loss: float = field(  # nor one finding your held-out picks this much less likely
+        default=1.0, metadata=within(0, 100, note="nats per token; 0 = no limit")
+    )
     every_picks: int = field(  # the daemon tunes when idle after this many new picks
         default=0, metadata=within(0, note="0 = off")
     )

@@ -70,6 +70,11 @@ def test_a_failed_or_interrupted_write_leaves_nothing(tmp_path: Path) -> None:
         ({"diversity_base": 0.5, "diversity_personal": 0.35}, False, "30% less diverse"),
         ({"accuracy_base": 0.6, "accuracy_personal": 0.5}, False, "less often than the base model"),
         ({}, True, "active"),
+        (
+            {"chosen_gain_per_token": -2.36, "diversity_base": 0.66, "diversity_personal": 0.69},
+            False,
+            "lost fluency",
+        ),
     ],
 )
 def test_when_a_new_adapter_becomes_active(evaluation: dict[str, float], active: bool, says: str) -> None:

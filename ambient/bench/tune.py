@@ -108,7 +108,9 @@ def run(config: Any, *, quick: bool = False) -> dict[str, Any]:
     base_texts = [t for offer in figures.pop("texts_base") for t in offer]
     personal_texts = [t for offer in figures.pop("texts_personal") for t in offer]
     evaluation = {**outcome.manifest["evaluation"], **figures}
-    active, status = adapters.verdict(evaluation, config.tune.max_diversity_drop)
+    active, status = adapters.verdict(
+        evaluation, config.tune.max_diversity_drop, config.tune.max_likelihood_loss
+    )
     return {
         "model": outcome.manifest["base_model"]["name"],
         "quick": quick,
@@ -133,6 +135,11 @@ def run(config: Any, *, quick: bool = False) -> dict[str, Any]:
         "load": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
     }
+
+
+def _inline(text: str) -> str:
+    """A branch's text on one table line."""
+    return text.replace("\n", "⏎").replace("|", "/").replace("`", "'").strip()
 
 
 def to_markdown(result: dict[str, Any]) -> str:
@@ -179,4 +186,18 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"Load average at the end (1, 5, 15 min): {', '.join(str(x) for x in result['load'])} "
         "(2 cores shared with other work).",
     ]
+    example = result.get("example")
+    if example:
+        lines += [
+            "",
+            f"The first unseen prompt ends ...`{_inline(example['prompt_end'][-80:])}`; "
+            "its first three branches:",
+            "",
+            "| base | personal |",
+            "|---|---|",
+            *(
+                f"| `{_inline(b)}` | `{_inline(p)}` |"
+                for b, p in list(zip(example["base"], example["personal"], strict=True))[:3]
+            ),
+        ]
     return "\n".join(lines) + "\n"

@@ -132,7 +132,9 @@ def tune_on(
         evaluation = dict(manifest["evaluation"])
         if prompts:
             evaluation.update(_range(config, model_path, tmp, prompts, progress, cancel))
-        ok, status = adapters.verdict(evaluation, config.tune.max_diversity_drop)
+        ok, status = adapters.verdict(
+            evaluation, config.tune.max_diversity_drop, config.tune.max_likelihood_loss
+        )
         if not activate:
             ok, status = False, "not activated (asked not to)"
         evaluation["total_s"] = round(time.perf_counter() - t0, 2)
