@@ -209,7 +209,10 @@ class TuneSection:
     alpha: int = field(default=16, metadata=within(1, 4096, note="LoRA alpha"))
     learning_rate: float = field(default=1e-3, metadata=within(0, 1, above=True))
     beta: float = field(default=0.1, metadata=within(0, 100, above=True, note="DPO beta"))
-    objective: str = field(default="dpo", metadata=one_of("dpo", "dpo-mean"))
+    objective: str = field(default="dpo", metadata=one_of("dpo", "dpo-mean", "rpo"))
+    nll_weight: float = field(  # "rpo": DPO plus the chosen branch's likelihood, so its text stays fluent
+        default=1.0, metadata=within(0, 100, note="the weight of the chosen branch's likelihood (rpo)")
+    )
     context_tokens: int = field(default=256, metadata=within(16, 8192, note="prompt tokens read per pick"))
     epochs: int = field(default=1, metadata=within(1, 20, note="passes over the picks"))
     min_steps: int = field(  # few picks: more passes, up to this many optimiser steps (one per pick)

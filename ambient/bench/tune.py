@@ -13,7 +13,12 @@ settings of ``[tune]``) in a temporary home, so the person's own adapters are ne
   branches by the base model and N by the adapter, same seeds: per-token entropy, and diversity
   (mean pairwise cosine distance of the branches' MiniLM embeddings);
 * **taste**: the share of those branches the person would like (naming an object), base vs personal;
-* training time, pairs and pairs per second.
+* training time, pairs and pairs per second;
+* **offers while it trains**: the training runs as ``ambient tune`` runs it for the daemon, in a
+  process of its own at the lowest priority (:mod:`ambient.tuning.background`), while this
+  process, holding the sampler as the daemon does, makes an offer every ``OFFER_EVERY_S``
+  seconds (a person writing): the time to an offer's first token and to its end, against the
+  same offers with nothing training.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ import dataclasses
 import json
 import os
 import platform
+import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +43,9 @@ from ambient.tuning.data import Choice, split_by_time, take_pairs
 LONG = True  # minutes of training: not part of `ambient bench all`
 DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "picks.jsonl"
 HOLDOUT = 0.2
+OFFER_EVERY_S = 10.0  # an offer this often while the adapter trains
+OFFER_N, OFFER_TOKENS = 4, 32
+QUIET_OFFERS = 3
 
 
 def load_offers(path: Path = DATA) -> list[dict[str, Any]]:
@@ -68,7 +78,6 @@ def run(config: Any, *, quick: bool = False) -> dict[str, Any]:
     from ambient.memory import get_embedder
     from ambient.sampling.local import LocalSampler
     from ambient.tuning import range as range_check
-    from ambient.tuning.tune import tune_on
 
     records = load_offers()
     choices = choices_of(records)
@@ -86,12 +95,13 @@ def run(config: Any, *, quick: bool = False) -> dict[str, Any]:
         bench_config = dataclasses.replace(
             config, home=home, model=dataclasses.replace(config.model, path=str(model_path), adapter="none")
         )
-        t0 = time.perf_counter()
-        outcome = tune_on(bench_config, train, held, range_prompts=[])
-        tune_s = time.perf_counter() - t0
         sampler = LocalSampler(model_path, device="cpu", threads=config.model.threads, prefix_cache_mb=0)
         try:
-            sampler.use_adapter(outcome.path)
+            quiet = [_offer(sampler, unseen[i % len(unseen)], i) for i in range(QUIET_OFFERS)]
+            t0 = time.perf_counter()
+            tuned, during = _train_while_offering(sampler, bench_config, train, held, unseen)
+            tune_s = time.perf_counter() - t0
+            sampler.use_adapter(Path(tuned["path"]))
             assert sampler.adapter is not None, sampler.adapter_problem
             figures = range_check.measure(
                 sampler,
@@ -104,17 +114,18 @@ def run(config: Any, *, quick: bool = False) -> dict[str, Any]:
             )
         finally:
             sampler.close()
+    manifest = tuned["manifest"]
     first_offers = (figures["texts_base"][0], figures["texts_personal"][0])
     base_texts = [t for offer in figures.pop("texts_base") for t in offer]
     personal_texts = [t for offer in figures.pop("texts_personal") for t in offer]
-    evaluation = {**outcome.manifest["evaluation"], **figures}
+    evaluation = {**manifest["evaluation"], **figures}
     active, status = adapters.verdict(
         evaluation, config.tune.max_diversity_drop, config.tune.max_likelihood_loss
     )
     return {
-        "model": outcome.manifest["base_model"]["name"],
+        "model": manifest["base_model"]["name"],
         "quick": quick,
-        "settings": outcome.manifest["settings"],
+        "settings": manifest["settings"],
         "offers": len(records),
         "picks": len(choices),
         "train_pairs": evaluation["train_pairs"],
@@ -129,17 +140,90 @@ def run(config: Any, *, quick: bool = False) -> dict[str, Any]:
         "would_activate": active,
         "max_diversity_drop": config.tune.max_diversity_drop,
         "status": status,
-        "adapter_bytes": outcome.manifest.get("adapter_bytes"),
+        "adapter_bytes": manifest.get("adapter_bytes"),
+        "offers_quiet": quiet,
+        "offers_training": during,
         "example": {"prompt_end": prompts[0][-200:], "base": first_offers[0], "personal": first_offers[1]},
         "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_training_mb": tuned["peak_rss_mb"],
         "load": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
     }
 
 
+def _tune_child(
+    config: Any, train: list[Choice], held: list[Choice], *, cancel: threading.Event
+) -> dict[str, Any]:
+    """In the tuning process: train as ``ambient tune`` does; where it wrote the adapter, its manifest."""
+    from ambient.tuning.tune import tune_on
+
+    outcome = tune_on(config, train, held, range_prompts=[], cancel=cancel)
+    return {"path": str(outcome.path), "manifest": outcome.manifest, "peak_rss_mb": peak_rss_mb()}
+
+
+def _train_while_offering(
+    sampler: Any, config: Any, train: list[Choice], held: list[Choice], prompts: list[str]
+) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Train in the background process while making an offer every ``OFFER_EVERY_S`` seconds."""
+    from ambient.tuning import background
+
+    answer: dict[str, Any] = {}
+
+    def train_it() -> None:
+        try:
+            answer["result"] = background.run(_tune_child, config, train, held)
+        except BaseException as exc:  # raised again in the caller
+            answer["error"] = exc
+
+    worker = threading.Thread(target=train_it, name="bench-tune")
+    worker.start()
+    offers: list[dict[str, float]] = []
+    while worker.is_alive():
+        started = time.monotonic()
+        offers.append(_offer(sampler, prompts[len(offers) % len(prompts)], 100 + len(offers)))
+        worker.join(max(0.0, OFFER_EVERY_S - (time.monotonic() - started)))
+    if "error" in answer:
+        raise answer["error"]
+    return answer["result"], offers
+
+
+def _offer(sampler: Any, prompt: str, seed: int) -> dict[str, float]:
+    """One offer as the daemon makes it: seconds to its first token and to its end."""
+    from ambient.sampling.base import SamplingOptions
+
+    first: list[float] = []
+    t0 = time.perf_counter()
+
+    def on_token(_branch: int, _token: Any) -> None:
+        if not first:
+            first.append(time.perf_counter() - t0)
+
+    options = SamplingOptions(n=OFFER_N, max_tokens=OFFER_TOKENS, temperature=1.0, seed=seed)
+    sampler.generate(prompt, options, on_token)
+    total = time.perf_counter() - t0
+    return {"first_token_s": round(first[0] if first else total, 3), "total_s": round(total, 3)}
+
+
 def _inline(text: str) -> str:
     """A branch's text on one table line."""
     return text.replace("\n", "⏎").replace("|", "/").replace("`", "'").strip()
+
+
+def _offers_line(result: dict[str, Any]) -> str:
+    quiet, during = result["offers_quiet"], result["offers_training"]
+
+    def median(offers: list[dict[str, float]], key: str) -> float:
+        return statistics.median(o[key] for o in offers)
+
+    return (
+        f"Offers while it trained (the training in its own process at the lowest priority, as the daemon "
+        f"runs it; one offer of {OFFER_N} branches x {OFFER_TOKENS} tokens every {OFFER_EVERY_S:.0f} s, "
+        f"{len(during)} offers): first token after {median(during, 'first_token_s'):.2f} s, the whole offer "
+        f"{median(during, 'total_s'):.2f} s (medians; slowest {max(o['total_s'] for o in during):.2f} s), "
+        f"against {median(quiet, 'first_token_s'):.2f} s and {median(quiet, 'total_s'):.2f} s with nothing "
+        f"training ({len(quiet)} offers). The training process peaked at "
+        f"{result['peak_rss_training_mb']:.0f} MB RSS."
+    )
 
 
 def to_markdown(result: dict[str, Any]) -> str:
@@ -175,11 +259,13 @@ def to_markdown(result: dict[str, Any]) -> str:
         "",
         f"Training: {ev['train_s']:.0f} s for {result['train_pairs']} pairs x {passes} pass(es) "
         f"({ev['pairs_per_s']:.2f} pairs/s); held-out evaluation {ev['eval_s']:.0f} s; the whole "
-        f"`tune` (load, train, evaluate, save) {result['tune_s']:.0f} s. "
-        f"Peak RSS {result['peak_rss_mb']:.0f} MB. The adapter: {result['adapter_bytes'] / 2**20:.1f} MB; "
+        f"`tune` (load, train, evaluate, save) {result['tune_s']:.0f} s, offers going on. "
+        f"Peak RSS of the sampling process {result['peak_rss_mb']:.0f} MB. "
+        f"The adapter: {result['adapter_bytes'] / 2**20:.1f} MB; "
         f"a decode step of {result['n']} branches takes {ev['decode_ms_per_step_base']:.0f} ms all base, "
         f"{ev['decode_ms_per_step_personal']:.0f} ms all personal (signals on; the adapter's low-rank path "
         "runs beside the packed layers).",
+        _offers_line(result),
         f"Diversity {'fell' if drop and drop > 0 else 'rose'} by {abs(drop or 0):.1%} "
         f"(more than {result['max_diversity_drop']:.0%} lost keeps an adapter inactive): "
         f"{'it would be activated' if result['would_activate'] else result['status']}.",

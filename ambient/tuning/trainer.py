@@ -8,7 +8,12 @@ beat), one optimiser step on the DPO loss::
 
 where ``pi`` and ``ref`` are the tuned and the base model's log-likelihoods of a continuation
 (``objective = "dpo"``: summed over its tokens; ``"dpo-mean"``: per token, which does not
-favour short continuations). Each choice's prompt is read once by the base model
+favour short continuations). ``"rpo"`` adds to the DPO loss the chosen continuation's negative
+log-likelihood per token, weighted by ``nll_weight`` (as trl's ``rpo_alpha``, after Pang et al.
+2024, "Iterative Reasoning Preference Optimization"): DPO alone can raise the margin by making
+both continuations less likely, which on a small model ends in fragments; the likelihood term
+keeps the chosen text likely, so the adapter learns to write it, not only to prefer it.
+Each choice's prompt is read once by the base model
 (an adapter only changes how continuations are written); the reference log-likelihoods are
 computed from it once, with the adapter off, before the step's policy pass. One pass over the
 choices (one epoch), in a fixed shuffled order.
@@ -40,7 +45,7 @@ from ambient.tuning.scoring import (
     score,
 )
 
-OBJECTIVES = ("dpo", "dpo-mean")
+OBJECTIVES = ("dpo", "dpo-mean", "rpo")
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 # (step, total, what) as training goes: "reference", "training", "evaluation"
@@ -60,6 +65,7 @@ class TrainSettings:
     learning_rate: float = 1e-3
     beta: float = 0.1
     objective: str = "dpo"
+    nll_weight: float = 1.0  # "rpo": the weight of the chosen continuation's likelihood term
     context_tokens: int = 256  # the prompt's last tokens read with each continuation
     epochs: int = 1  # passes over the choices
     min_steps: int = 16  # more passes while there are fewer optimiser steps (one per choice) than this
@@ -111,14 +117,20 @@ def passes(settings: TrainSettings, choices: int) -> int:
     return max(1, settings.epochs, -(-settings.min_steps // max(1, choices)))
 
 
-def dpo_loss(policy: Scores, reference: Scores, beta: float, objective: str) -> torch.Tensor:
-    """The DPO loss of one choice (chosen first), averaged over the continuations it beat."""
+def dpo_loss(
+    policy: Scores, reference: Scores, beta: float, objective: str, nll_weight: float = 1.0
+) -> torch.Tensor:
+    """The loss of one choice (chosen first): DPO averaged over the continuations it beat (plus, for
+    ``"rpo"``, ``nll_weight`` times the chosen continuation's negative log-likelihood per token)."""
     if objective == "dpo-mean":
         pi, ref = policy.means, reference.means
     else:
         pi, ref = policy.sums, reference.sums
     margin = (pi - ref.to(pi.dtype)) * beta
-    return -torch.nn.functional.logsigmoid(margin[0] - margin[1:]).mean()
+    loss = -torch.nn.functional.logsigmoid(margin[0] - margin[1:]).mean()
+    if objective == "rpo":
+        loss = loss - nll_weight * policy.means[0]
+    return loss
 
 
 def train(
@@ -197,7 +209,7 @@ def _step(model: Any, optimiser: torch.optim.Optimizer, enc: Encoded, settings: 
     prompt = read_prompt(model, enc)
     reference = score(model, enc, prompt, adapter=False)
     policy = continuation_logprobs(model, enc, prompt)
-    loss = dpo_loss(policy, reference, settings.beta, settings.objective)
+    loss = dpo_loss(policy, reference, settings.beta, settings.objective, settings.nll_weight)
     optimiser.zero_grad(set_to_none=True)
     loss.backward()
     optimiser.step()

@@ -49,6 +49,7 @@ def settings_of(config: Config) -> TrainSettings:
         learning_rate=t.learning_rate,
         beta=t.beta,
         objective=t.objective,
+        nll_weight=t.nll_weight,
         context_tokens=t.context_tokens,
         epochs=t.epochs,
         min_steps=t.min_steps,
@@ -93,6 +94,13 @@ def tune(
     return tune_on(
         config, train_choices, held_out, picks, progress=progress, cancel=cancel, activate=activate
     )
+
+
+def tune_home(config: Config, *, cancel: threading.Event | None = None) -> dict[str, Any]:
+    """:func:`tune` on the pick log in ``config``'s home, with a store of its own (for the process
+    :mod:`ambient.tuning.background` starts); the new adapter's manifest."""
+    with TreeStore(config.db_path) as store:
+        return tune(config, store, cancel=cancel).manifest
 
 
 def tune_on(

@@ -2,9 +2,11 @@
 
 Off by default (``tune.every_picks = 0``). When on, it looks every ``check_s`` seconds at the
 pick log; when at least ``tune.every_picks`` picks are new to the newest adapter and no offer
-was made for ``idle_s`` seconds, it runs ``ambient tune`` in a worker thread. A new offer while it
-trains stops it (nothing is written; it tries again when idle). The sampler takes up the new
-adapter at its next offer if it became active (``model.adapter = "personal"``).
+was made for ``idle_s`` seconds, it runs ``ambient tune`` in a process of its own at the lowest
+CPU priority (:mod:`ambient.tuning.background`), so that offers go on while it trains: the
+scheduler gives the daemon the cores first. Unloading the place stops it (nothing is written).
+The sampler takes up the new adapter at its next offer if it became active
+(``model.adapter = "personal"``).
 """
 
 from __future__ import annotations
@@ -63,8 +65,6 @@ class TuningSource(Source):
 
     def _offered(self, _offer: Offer) -> None:
         self.last_offer = time.monotonic()
-        if self.cancel is not None:
-            self.cancel.set()  # the person is back: stop, try again when idle
 
     async def run(self) -> None:
         while True:
@@ -73,6 +73,7 @@ class TuningSource(Source):
 
     async def check(self) -> bool:
         """Tune now if it is due and the daemon is idle; whether a new adapter was written."""
+        from ambient.tuning import background
         from ambient.tuning import tune as tuning
         from ambient.tuning.trainer import Interrupted
 
@@ -84,10 +85,10 @@ class TuningSource(Source):
             return False
         self.cancel = threading.Event()
         try:
-            outcome = await self.hub.run_blocking(
-                functools.partial(tuning.tune, app.config, app.store, cancel=self.cancel)
+            manifest = await self.hub.run_blocking(
+                functools.partial(background.run, tuning.tune_home, app.config, cancel=self.cancel)
             )
-        except (AmbientError, Interrupted) as exc:
+        except (AmbientError, Interrupted, RuntimeError) as exc:
             self.last = {"at": time.time(), "error": str(exc)}
             _LOGGER.info("tuning when idle: %s", exc)
             return False
@@ -96,10 +97,10 @@ class TuningSource(Source):
         self.runs += 1
         self.last = {
             "at": time.time(),
-            "adapter": outcome.manifest["name"],
-            "status": outcome.manifest["status"],
+            "adapter": manifest["name"],
+            "status": manifest["status"],
         }
-        self.hub.publish("tuned", {**self.last, "evaluation": outcome.manifest.get("evaluation", {})})
+        self.hub.publish("tuned", {**self.last, "evaluation": manifest.get("evaluation", {})})
         return True
 
     async def unload(self) -> None:
