@@ -64,6 +64,7 @@ SAMPLING = (
 EDIT_BODY = (TEXT,)
 PRUNE_BODY = (Field("pruned", "boolean", "false to undo (default true)"),)
 BOOKMARK_BODY = (Field("on", "boolean", "false to remove (default true)"),)
+PERSONAL_BODY = (Field("on", "boolean", "false: the base model writes every branch here", required=True),)
 
 
 # ------------------------------------------------------------------ helpers
@@ -126,6 +127,18 @@ async def get_tree(request: web.Request) -> web.Response:
 def _tree_view(app: App, tree_id: str) -> tuple[Any, list[Node], list[Any]]:
     store = app.store
     return store.get_tree(tree_id), store.tree_nodes(tree_id), store.tree_offers(tree_id)
+
+
+async def set_personal(request: web.Request) -> web.Response:
+    """The document's personal switch: whether the personal adapter writes a share of its offers."""
+    body = await read_body(request, PERSONAL_BODY)
+    tree_id = request.match_info["tree_id"]
+    # stored only when off (the default is on), so the switch is data in the tree's meta
+    tree = await blocking(
+        request, _app(request).store.update_tree_meta, tree_id, {"personal": None if body["on"] else False}
+    )
+    daemon_of(request).publish("tree_updated", {"tree": tree.as_dict()})
+    return json_response({"tree": tree.as_dict()})
 
 
 async def get_node(request: web.Request) -> web.Response:
@@ -218,6 +231,15 @@ ROUTES: tuple[Route, ...] = (
         "a tree: all its nodes (without tokens) and offers",
         "TreeView",
         errors=(404,),
+    ),
+    Route(
+        "POST",
+        "/api/trees/{tree_id}/personal",
+        set_personal,
+        "the document's personal switch: off, its offers are written by the base model only",
+        "TreeResult",
+        body=PERSONAL_BODY,
+        errors=(400, 404, 413, 415),
     ),
     Route(
         "GET",

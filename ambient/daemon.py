@@ -335,8 +335,19 @@ class Daemon:
                 "available": self.memory_ready,
                 "warning": self.app.memory_warning,
             },
+            "adapter": _adapter_status_of(self.app.sampler),
             "subscribers": len(self.events.subscribers),
         }
+
+
+def _adapter_status_of(sampler: Any) -> dict[str, Any]:
+    """The personal adapter a sampler uses (only the local one takes adapters) and why one was refused."""
+    adapter = getattr(sampler, "adapter", None)
+    return {
+        "name": getattr(adapter, "name", None),
+        "share": float(getattr(sampler, "adapter_share", 0.0)) if adapter is not None else 0.0,
+        "problem": getattr(sampler, "adapter_problem", None),
+    }
 
 
 def _token_event(offer_id: str, branch: int, token: Token) -> dict[str, Any]:

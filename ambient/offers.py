@@ -153,7 +153,9 @@ def make_offer(
         view=view_for(tree.scope, memory.share, memory.include_pruned),  # the walls of its place
     )
     regions = tuple(PromptRegion(k, a, b) for k, a, b in context.provenance.get("regions", ()))
-    options = dataclasses.replace(options, regions=regions)
+    # the document's personal switch (the UI's): off, the base model writes every branch
+    personal = options.personal and tree.meta.get("personal") is not False
+    options = dataclasses.replace(options, regions=regions, personal=personal)
     wide = oversample if oversample is not None else app.config.sampling.oversample
     pool = dataclasses.replace(options, n=wide) if wide > options.n else options
     author = Author(MODEL, app.sampler.name, options.as_dict())

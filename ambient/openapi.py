@@ -154,6 +154,8 @@ STATUS = _obj(
         ),
         "sources": {"type": "object", "additionalProperties": OBJ},
         "memory": _obj({"enabled": BOOL, "available": BOOL, "warning": NULL_STR}),
+        # the personal adapter writing a share of the branches (name null: none), or why it was refused
+        "adapter": _obj({"name": NULL_STR, "share": NUM, "problem": NULL_STR}),
         "subscribers": INT,
         "counts": _obj({"trees": INT, "nodes": INT}),
     }
@@ -180,6 +182,7 @@ SCHEMAS: dict[str, Schema] = {
     "Picked": _obj({"node": _ref("Node"), "path": _array(STR)}),
     "Edited": _obj({"node": _ref("Node"), "created": BOOL, "original_id": STR}),
     "NodeResult": _obj({"node": _ref("Node")}),
+    "TreeResult": _obj({"tree": _ref("Tree")}),
     "OfferView": _obj({"offer": _ref("Offer"), "nodes": NODES}),
     "SearchResults": _obj({"query": STR, "results": _array(FRAGMENT)}),
     "PickLog": _obj({"offers": _array(PICK_RECORD)}),
@@ -280,6 +283,7 @@ EVENT_TYPES = (
     "picked",
     "node_created",
     "node_updated",
+    "tree_updated",
     "note_changed",
     "note_accepted",
     "transcript",

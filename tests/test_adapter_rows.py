@@ -8,6 +8,7 @@ line while the base model keeps sampling.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -129,6 +130,27 @@ def test_all_or_none_of_the_branches(with_adapter: LocalSampler) -> None:
     with_adapter.adapter_share = 0.5
     assert with_adapter.personal_rows(1) == [True] or with_adapter.personal_rows(1) == [False]
     assert with_adapter.personal_rows(6) == [False, True] * 3
+
+
+def test_an_offer_kept_from_the_adapter_is_the_base_sampler_s(
+    sampler: LocalSampler, adapter_dir: Path
+) -> None:
+    """``personal=False`` (a document's switch off): every branch base, exactly, and said so."""
+    options = SamplingOptions(n=4, max_tokens=10, temperature=0.9, seed=4, top_logprobs=3)
+    sampler.use_adapter(None)
+    base = sampler.generate(PROMPT, options)
+    sampler.use_adapter(adapter_dir)
+    try:
+        kept = sampler.generate(PROMPT, dataclasses.replace(options, personal=False))
+        mixed = sampler.generate(PROMPT, options)
+    finally:
+        sampler.use_adapter(None)
+    assert _rows(kept) == _rows(base)
+    assert [c.meta["adapter"] for c in kept.continuations] == ["none"] * 4
+    assert kept.meta["adapter"] == {"name": "personal-001", "branches": []}
+    assert _rows(mixed) != _rows(base)  # the same request with the switch on does take the adapter
+    assert dataclasses.replace(options, personal=False).as_dict()["personal"] is False
+    assert "personal" not in options.as_dict()  # stored with an offer only when off
 
 
 def _labels(sampler: LocalSampler, options: SamplingOptions) -> set[str]:

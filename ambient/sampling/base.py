@@ -60,6 +60,7 @@ class SamplingOptions:
     regions: tuple[PromptRegion, ...] = ()  # which prompt chars are memory / source (for attention, surprise)
     # Added to the logits of these token ids before each draw (the model's own logprobs are reported).
     logit_bias: Mapping[int, float] = dataclasses.field(default_factory=dict)
+    personal: bool = True  # a personal adapter in use may write its share of the branches (False: none)
 
     def validate(self) -> SamplingOptions:
         if not 1 <= self.n <= MAX_N:
@@ -96,6 +97,8 @@ class SamplingOptions:
             d["logit_bias"] = {str(k): float(v) for k, v in self.logit_bias.items()}
         else:
             del d["logit_bias"]
+        if self.personal:  # recorded only when a document's switch kept the personal adapter out
+            del d["personal"]
         return d
 
 

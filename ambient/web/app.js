@@ -38,6 +38,7 @@ const S = {
   heat: localStorage.getItem("ambient.heat") !== "0",
   heatKind: localStorage.getItem("ambient.heatKind") || "probability",
   auto: localStorage.getItem("ambient.auto") !== "0",
+  adapter: null, // the personal adapter in use ({name, share, problem}), from /api/status
 };
 const tokenOf = new WeakMap(); // token <span> -> token
 
@@ -138,7 +139,34 @@ async function openTree(treeId, nodeId) {
   $("#empty").hidden = true;
   $("#doc").hidden = false;
   renderTreeSelect();
+  renderPersonal();
   await select(nodeId && S.nodes.has(nodeId) ? nodeId : defaultNode());
+}
+
+// The document's personal switch, shown while a personal adapter writes a share of the branches.
+function renderPersonal() {
+  const a = S.adapter;
+  const wrap = $("#personal-wrap");
+  wrap.hidden = !(a && a.name) || !S.tree;
+  if (wrap.hidden) return;
+  const on = !(S.tree.meta && S.tree.meta.personal === false);
+  $("#personal").checked = on;
+  const share = Math.round(a.share * 100);
+  wrap.title = on
+    ? `Your personal adapter "${a.name}" writes ${share}% of this document's branches (labelled); untick for the base model only`
+    : `The base model writes every branch of this document; tick to let your personal adapter "${a.name}" write ${share}%`;
+}
+
+async function loadAdapter() {
+  const status = await api("GET", "/api/status");
+  S.adapter = status.adapter || null;
+  renderPersonal();
+}
+
+async function setPersonal(on) {
+  const data = await attempt(() => api("POST", `/api/trees/${encodeURIComponent(S.treeId)}/personal`, { on }));
+  if (data) S.tree = data.tree;
+  renderPersonal();
 }
 
 async function refreshTree() {
@@ -394,6 +422,8 @@ function nodeCard(node, i) {
   if (node.meta && node.meta.edited_from) head.append(el("span", "", "· edited"));
   if (offer && offer.state !== "done") head.append(el("span", "", `· ${offer.state}`));
   if (node.bookmarked) head.append(el("span", "star", "★"));
+  const by = node.meta && node.meta.adapter;
+  if (by && by !== "none") head.append(el("span", "badge personal", `· personal (${by})`));
   for (const badge of offerBadges(offer, node)) head.append(badge);
   const text = el("div", "card-text");
   textInto(text, node);
@@ -839,6 +869,11 @@ const handlers = {
       loadTrees().catch(() => null);
     }
   },
+  tree_updated(d) {
+    if (d.tree.id !== S.treeId) return;
+    S.tree = d.tree;
+    renderPersonal();
+  },
   node_updated(d) {
     if (d.node.tree_id !== S.treeId) return;
     putNode(d.node);
@@ -1150,6 +1185,7 @@ function wire() {
     localStorage.setItem("ambient.heatKind", S.heatKind);
     render();
   });
+  $("#personal").addEventListener("change", (e) => setPersonal(e.target.checked));
   const auto = $("#auto");
   auto.checked = S.auto;
   auto.addEventListener("change", (e) => {
@@ -1169,6 +1205,7 @@ async function start() {
     toast(err.message, true);
     return;
   }
+  loadAdapter().catch(() => null);
   const wanted = hash.get("t");
   if (wanted && S.trees.some((t) => t.id === wanted)) await attempt(() => openTree(wanted, hash.get("n")));
   else if (S.trees.length) await attempt(() => openTree(S.trees[0].id));

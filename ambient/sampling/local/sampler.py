@@ -187,9 +187,10 @@ class LocalSampler(Sampler):
             self.adapter = adapter
             return adapter
 
-    def personal_rows(self, n: int) -> list[bool]:
-        """Which of ``n`` branches the adapter writes: :attr:`adapter_share` of them, spread out."""
-        share = self.adapter_share if self.adapter is not None else 0.0
+    def personal_rows(self, n: int, allowed: bool = True) -> list[bool]:
+        """Which of ``n`` branches the adapter writes: :attr:`adapter_share` of them, spread out
+        (none when not ``allowed``: the document's personal switch is off)."""
+        share = self.adapter_share if self.adapter is not None and allowed else 0.0
         return [int((i + 1) * share + 1e-9) > int(i * share + 1e-9) for i in range(n)]
 
     def close(self) -> None:
@@ -240,7 +241,7 @@ class LocalSampler(Sampler):
         enc = self._encode(prompt, options.max_tokens)
         seed = options.seed if options.seed is not None else secrets.randbits(31)
         branches = self._branches(enc.ids, options.n, seed)
-        personal = self.personal_rows(options.n)
+        personal = self.personal_rows(options.n, options.personal)
         self._run = self._start_signals(enc, options) if options.signals else None
         try:
             t0 = time.perf_counter()
