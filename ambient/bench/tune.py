@@ -226,6 +226,12 @@ def _offers_line(result: dict[str, Any]) -> str:
     )
 
 
+def _objective(settings: dict[str, Any]) -> str:
+    if settings["objective"] == "rpo":
+        return f"rpo (beta {settings['beta']}, nll_weight {settings.get('nll_weight', 1.0)})"
+    return f"{settings['objective']} (beta {settings['beta']})"
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     ev, s = result["evaluation"], result["settings"]
     passes = ev.get("passes", s["epochs"])
@@ -240,7 +246,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"{result['offers']} real offers of the default model (tests/data/picks.jsonl; {result['picks']} "
         f"picked). Trained on the older {result['train_pairs']} pairs, measured on the newest "
         f"{result['held_out_pairs']} (never trained on). LoRA rank {s['rank']}, alpha {s['alpha']}, "
-        f"objective {s['objective']} (beta {s['beta']}), learning rate {s['learning_rate']}, "
+        f"objective {_objective(s)}, learning rate {s['learning_rate']}, "
         f"{passes} pass(es) over the picks, the last {s['context_tokens']} prompt tokens, "
         f"{result['threads']} thread(s), CPU.",
         "",
