@@ -12,6 +12,7 @@ from ambient import signals_view
 from ambient.app import App
 from ambient.commands.live import LiveBranches
 from ambient.commands.progress import nodes_bar, shown, steps_bar
+from ambient.config import adapter_backend_problem
 from ambient.errors import InvalidInput, NotFound
 from ambient.fsutil import write_atomic
 from ambient.importers import FORMATS, import_file
@@ -34,7 +35,7 @@ def register(sub: Any) -> None:
         "--adapter",
         default=None,
         help='personal adapter for a share of the branches: "personal" (the active one), "none", a name '
-        "or a folder (default: model.adapter)",
+        "or a folder; with --backend openai, a name the server serves (default: model.adapter)",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_continue)
@@ -152,11 +153,9 @@ def cmd_continue(args: argparse.Namespace, app: App) -> int:
     )
     _apply_model_flags(app, args)
     if args.adapter is not None:
-        if args.adapter != "none" and app.config.model.backend != "local":
-            raise InvalidInput(
-                f"--adapter {args.adapter} needs the local model, but the backend is "
-                f"{app.config.model.backend!r}: a server's model cannot take adapters; drop --adapter"
-            )
+        problem = adapter_backend_problem(args.adapter, app.config.model.backend, "--adapter")
+        if problem:  # with the openai backend, a name the server serves; never a folder
+            raise InvalidInput(problem)
         app.config = app.config.replace(model__adapter=args.adapter)
     if args.from_node:
         parent = app.store.get_node(app.store.resolve_node_id(args.from_node))
