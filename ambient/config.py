@@ -95,19 +95,51 @@ class ModelSection:
         default=60.0, metadata=within(0, 3600, above=True, note="seconds")
     )
     allow_plain_http: bool = False  # true: base_url may be http:// to another host (prompts unencrypted)
-    # local backend: the personal adapter (`ambient tune`) that writes a share of each offer's branches
+    # the personal adapter (`ambient tune`) that writes a share of each offer's branches; with the openai
+    # backend, a name the server serves (vLLM's --lora-modules NAME=FOLDER)
     adapter: str = field(default="personal", metadata=matching(_ADAPTER, _ADAPTER_WHAT))
     adapter_share: float = field(  # the rest are the base model's: one offer mixes both
         default=0.5, metadata=within(0, 1, note="the share of each offer's branches the adapter writes")
     )
 
     def __post_init__(self) -> None:
-        if self.backend != "local" and self.adapter not in ("personal", "none"):
-            raise ConfigError(
-                f"model.adapter = {self.adapter!r} needs the local model, but model.backend is "
-                f"{self.backend!r}: a server's model cannot take ambient's adapters; set "
-                'model.adapter = "none" or model.backend = "local"'
-            )
+        problem = adapter_backend_problem(self.adapter, self.backend)
+        if problem:
+            raise ConfigError(problem)
+
+
+def adapter_backend_problem(adapter: str, backend: str, setting: str = "model.adapter") -> str | None:
+    """Why ``adapter`` cannot go with ``backend`` (None: it can), as one line naming ``setting`` and the fix.
+
+    The local model takes any adapter. The ``openai`` backend takes one the server serves by name
+    (vLLM: ``--lora-modules NAME=FOLDER``; checked against the server's ``/v1/models`` when it
+    samples), never a folder: the server cannot read ambient's files. Other backends take none.
+    """
+    if backend == "local" or adapter in ("personal", "none"):
+        return None
+    in_config = setting.startswith("model.")
+    said = f"{setting} = {adapter!r}" if in_config else f"{setting} {adapter}"
+    drop = 'set model.adapter = "none"' if in_config else f"drop {setting}"
+    use = "set model.adapter = NAME" if in_config else f"pass {setting} NAME"
+    if backend == "openai":
+        if not _is_folder(adapter):
+            return None
+        return (
+            f"{said} is a folder, but model.backend is 'openai': the server cannot read ambient's adapter "
+            f"folders; load it into the server by name (vLLM: --enable-lora --lora-modules NAME={adapter}) "
+            f"and {use}, or {drop}"
+        )
+    return (
+        f"{said} needs the local model, but model.backend is {backend!r}: a server's model cannot take "
+        f'ambient\'s adapters; {drop} or set model.backend = "local"'
+    )
+
+
+def _is_folder(value: str) -> bool:
+    """``value`` names a folder rather than a model name a server serves."""
+    if value.startswith(("/", "~", "./", "../", ".\\", "..\\")) or value in (".", ".."):
+        return True
+    return any(sep in value for sep in "/\\") and Path(value).expanduser().is_dir()
 
 
 @dataclasses.dataclass(frozen=True)
