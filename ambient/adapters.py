@@ -15,6 +15,7 @@ model) is :mod:`ambient.sampling.local.adapter`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -179,8 +180,8 @@ def write(home: Path, name: str, fill: Callable[[Path], dict[str, Any]]) -> tupl
     if not _NAME.fullmatch(name):
         raise InvalidInput(f"{name!r} is not an adapter name: use letters, digits, '.', '_' or '-'")
     tmp = root / f".tmp-{name}-{os.getpid()}-{time.monotonic_ns()}"
-    os.mkdir(tmp, 0o700)
     try:
+        os.mkdir(tmp, 0o700)
         manifest = {**fill(tmp), "name": name}
         write_manifest(tmp, manifest)
         fsync_dir(tmp)
@@ -189,12 +190,24 @@ def write(home: Path, name: str, fill: Callable[[Path], dict[str, Any]]) -> tupl
             raise InvalidInput(f"an adapter {name!r} already exists in {root}: remove it or choose another")
         os.rename(tmp, target)
         fsync_dir(root)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if _disk_full(exc):
+            raise InvalidInput(
+                f"the disk holding {root} is full: adapter {name!r} was not written and "
+                f"{active_name(home) or 'no adapter'} stays in use; free some space and tune again"
+            ) from exc
         raise
     if manifest.get("active"):
         set_active(home, name)
     return target, manifest
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk is full (an OSError, or safetensors' error, which wraps Rust's)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(exc) or "StorageFull" in str(exc)
 
 
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:

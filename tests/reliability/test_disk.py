@@ -157,3 +157,41 @@ def test_starting_on_a_read_only_home_is_one_clear_line(tmp_path: Path) -> None:
             assert last.startswith("ambient: ") and "writable" in last, done.stderr
             assert "Traceback" not in done.stderr
         assert os.listdir(home) == []
+
+
+def test_a_full_disk_while_tuning_keeps_the_adapter_in_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tiny_model_path: Path
+) -> None:
+    """`ambient tune` (real trainer, tiny model) on a full AMBIENT_HOME: one line, nothing half written."""
+    from ambient import adapters
+    from ambient.cli import main
+    from tests.tuning_data import fill_store, picked
+
+    with tmpfs(tmp_path / "home", "16m") as home:
+        for name, value in {
+            "AMBIENT_HOME": str(home),
+            "AMBIENT_MODEL_PATH": str(tiny_model_path),
+            "AMBIENT_MEMORY_ENABLED": "false",
+            "AMBIENT_TUNE_MIN_PAIRS": "12",
+            "AMBIENT_TUNE_RANGE_PROMPTS": "0",
+            "AMBIENT_TUNE_CONTEXT_TOKENS": "32",
+        }.items():
+            monkeypatch.setenv(name, value)
+        with TreeStore(home / "ambient.sqlite3") as store:
+            fill_store(store, picked()[:8])
+        assert main(["tune"]) == 0, capsys.readouterr().err
+        adapters.set_active(home, "personal-001")
+        capsys.readouterr()
+        weights = (adapters.folder(home) / "personal-001" / adapters.WEIGHTS).stat().st_size
+        filler = fill(home)  # then room for the store to open, not for another adapter
+        os.truncate(filler, os.stat(filler).st_size - weights // 2)
+        assert main(["tune"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "Traceback" not in err, err
+        assert err.startswith("ambient: the disk holding") and "is full" in err, err
+        assert "'personal-002' was not written and personal-001 stays in use" in err, err
+        assert adapters.names(home) == ["personal-001"] and adapters.active_name(home) == "personal-001"
+        assert not list(adapters.folder(home).glob(".tmp-*"))
+        filler.unlink()  # space again: the next tune writes its adapter
+        assert main(["tune"]) == 0, capsys.readouterr().err
+        assert adapters.names(home) == ["personal-001", "personal-002"]
