@@ -118,3 +118,16 @@ def test_status_says_when_no_daemon_runs(
     (tmp_path / "daemon.json").write_text('{"port": 1}')  # stale: nothing listens there
     assert main(["status"]) == 1
     assert "not running" in capsys.readouterr().out
+
+
+def test_status_says_which_personal_adapter_writes_and_why_one_was_refused() -> None:
+    from ambient.commands.daemon import _adapter_lines
+
+    assert _adapter_lines({"name": None, "share": 0.0, "problem": None}) == []
+    assert _adapter_lines({"name": "personal-003", "share": 0.5, "problem": None}) == [
+        "  personal adapter in use: personal-003 (50% of each offer's branches)"
+    ]
+    refused = "adapter personal-002 cannot be read (tune again) (sampling with the base model only)"
+    assert _adapter_lines({"name": None, "share": 0.0, "problem": refused}) == [
+        f"  personal adapter refused: {refused}"
+    ]

@@ -173,6 +173,7 @@ def _describe(s: dict[str, Any]) -> str:
         f"  memory: {'on' if memory['available'] else 'off'}"
         + (f" ({memory['warning']})" if memory["warning"] else ""),
         f"  store: {s['counts']['trees']} trees, {s['counts']['nodes']} nodes",
+        *_adapter_lines(s.get("adapter") or {}),
         f"  {s['subscribers']} UI(s) connected",
     ]
     for name, src in sorted(s["sources"].items()):
@@ -180,6 +181,17 @@ def _describe(s: dict[str, Any]) -> str:
         error = f" ({'last: ' if restarts else ''}{src['last_error']})" if src["last_error"] else ""
         lines.append(f"  source {name}: {src['state']}{restarts}{error}")
     return "\n".join(lines)
+
+
+def _adapter_lines(adapter: dict[str, Any]) -> list[str]:
+    """What the running sampler does with a personal adapter: which writes its branches, or why none."""
+    out = []
+    if adapter.get("name"):
+        share = f"{adapter['share']:.0%} of each offer's branches"
+        out.append(f"  personal adapter in use: {adapter['name']} ({share})")
+    if adapter.get("problem"):
+        out.append(f"  personal adapter refused: {adapter['problem']}")
+    return out
 
 
 # ---------------------------------------------------------- export-picks
