@@ -47,7 +47,8 @@ async def search(request: web.Request) -> web.Response:
     view = None
     if "scope" in query:
         memory = daemon.config.memory
-        scope = await blocking(request, places.scope_of, query["scope"])  # may import places
+        # may import places, and read the home's key store
+        scope = await blocking(request, places.scope_of, query["scope"], daemon.config.home)
         view = view_for(scope, memory.share, memory.include_pruned)
     fragments = await daemon.search(query["q"], query.get("k", 8), view)
     titles = await blocking(request, _titles, daemon.app, {f.tree_id for f in fragments})

@@ -18,6 +18,7 @@ import logging
 import re
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ambient.config import Config, parse_section
@@ -116,14 +117,15 @@ def options(config: Config, cls: type[Source]) -> Any:
 CORE_SCOPES = {"cli": "cli", "loom": "import"}  # trees the core makes: `ambient continue`, Loom imports
 
 
-def scope_of(tree_source: str) -> str:
-    """The scope of a tree named ``tree_source`` (a place: ``note:PATH``, ``discord:SERVER/CHANNEL``, ...).
+def scope_of(tree_source: str, home: Path) -> str:
+    """The scope of a tree named ``tree_source`` (a place: ``note:PATH``, ``discord:SERVER/CHANNEL``, ...)
+    in the AMBIENT_HOME ``home``.
 
     Each installed place answers for its own trees; the core's are ``cli`` (``ambient continue``,
     ``file:NAME``) and ``import`` (``loom``).
     """
     for cls in installed().values():
-        found = cls.scope_of(tree_source)
+        found = cls.scope_of(tree_source, home)
         if found:
             return found
     if tree_source in CORE_SCOPES or tree_source.startswith("file:"):

@@ -43,6 +43,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from ambient.app import App
@@ -174,12 +175,13 @@ class Source(abc.ABC):
         return {}
 
     @classmethod
-    def scope_of(cls, tree_source: str) -> str | None:
+    def scope_of(cls, tree_source: str, home: Path) -> str | None:
         """The scope (:mod:`ambient.scopes`) of a tree this place makes, from the tree's ``source``.
 
         None: not one of this place's trees. A private place answers a bare name (the person's
         private places see one another); a place shared with other people answers ``kind:id``,
-        a wall of its own. The place creates its trees with this scope.
+        a wall of its own. The place creates its trees with this scope. ``home`` is the
+        AMBIENT_HOME asked about, for a place whose answer is kept there (a client key's scope).
         """
         return None
 

@@ -58,7 +58,7 @@ def cmd_search(args: argparse.Namespace, app: App) -> int:
     view = None
     if args.scope is not None:
         share, pruned = app.config.memory.share, app.config.memory.include_pruned
-        view = view_for(places.scope_of(args.scope), share, pruned)
+        view = view_for(places.scope_of(args.scope, app.config.home), share, pruned)
     fragments = memory.search(query, args.k, status=args.status, source=args.source, view=view)
     results = [r for r in (_result(app, f) for f in fragments) if r is not None]
     if args.json:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -79,37 +78,19 @@ class CompletionsSource(Source):
     def benchmarks(cls) -> Mapping[str, str]:
         return {"completions": "integrations.completions.bench"}
 
-    # The homes of this process's daemons (each place made by one registers its own): whose key
-    # stores say a key's scope. A process without a daemon (the CLI) reads its configuration's home.
-    _homes: ClassVar[dict[int, Path]] = {}
-    _homes_lock: ClassVar[threading.Lock] = threading.Lock()
-
     @classmethod
-    def scope_of(cls, tree_source: str) -> str | None:
+    def scope_of(cls, tree_source: str, home: Path) -> str | None:
         """A key's trees stand in its scope: key:NAME unless it was added with another (a bare name).
 
-        The key store says which (blocking: it may read keys.json). A key that is not there (removed)
-        answers key:NAME, a wall of its own, the narrowest view.
+        The key store of ``home`` says which (blocking: it may read keys.json). A key that is not
+        there (removed) answers key:NAME, a wall of its own, the narrowest view.
         """
         if not tree_source.startswith(KEY_PREFIX) or len(tree_source) == len(KEY_PREFIX):
             return None
-        name = tree_source[len(KEY_PREFIX) :]
-        for home in cls._key_homes():
-            try:
-                return _key_store(home).get(name).scope
-            except NotFound:
-                continue
-        return tree_source
-
-    @classmethod
-    def _key_homes(cls) -> list[Path]:
-        with cls._homes_lock:
-            homes = list(reversed(cls._homes.values()))  # the latest daemon first
-        if homes:
-            return homes
-        from ambient.config import load_config
-
-        return [load_config().home]
+        try:
+            return _key_store(home).get(tree_source[len(KEY_PREFIX) :]).scope
+        except NotFound:
+            return tree_source
 
     def __init__(self, hub: Any, options: Any) -> None:
         super().__init__(hub, options)
@@ -121,9 +102,7 @@ class CompletionsSource(Source):
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def setup(self) -> None:
-        """Nothing to check (the keys are checked per request); :meth:`scope_of` reads this home's keys."""
-        with self._homes_lock:
-            self._homes[id(self)] = Path(self.hub.app.config.home)
+        """Nothing to check: the keys are checked per request."""
 
     async def run(self) -> None:
         await asyncio.Event().wait()
@@ -131,8 +110,6 @@ class CompletionsSource(Source):
     async def unload(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        with self._homes_lock:
-            self._homes.pop(id(self), None)
 
     def status(self) -> dict[str, Any]:
         return {"requests": self.requests, "offers": self.offers}

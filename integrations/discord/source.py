@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import discord
@@ -29,7 +30,7 @@ class DiscordSource(Source):
     autostart: ClassVar[bool] = True  # without a token, `ambient run` says how to turn it on
 
     @classmethod
-    def scope_of(cls, tree_source: str) -> str | None:
+    def scope_of(cls, tree_source: str, home: Path) -> str | None:
         return scope_of_source(tree_source)  # discord:<server>: each server is a wall of its own
 
     @classmethod

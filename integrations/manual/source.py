@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import functools
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from ambient.errors import InvalidInput
@@ -39,7 +40,7 @@ class ManualSource(Source):
     autostart: ClassVar[bool] = True  # the web UI's own input
 
     @classmethod
-    def scope_of(cls, tree_source: str) -> str | None:
+    def scope_of(cls, tree_source: str, home: Path) -> str | None:
         return SCOPE if tree_source == TREE_SOURCE else None
 
     @classmethod

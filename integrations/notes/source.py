@@ -66,7 +66,7 @@ class NotesSource(Source):
     options: NotesOptions
 
     @classmethod
-    def scope_of(cls, tree_source: str) -> str | None:
+    def scope_of(cls, tree_source: str, home: Path) -> str | None:
         return SCOPE if tree_source.startswith(SOURCE_PREFIX) else None
 
     @classmethod

@@ -87,7 +87,7 @@ class SpeechSource(Source):
     autostart: ClassVar[bool] = True  # the browser's microphone works without a [sources.speech] table
 
     @classmethod
-    def scope_of(cls, tree_source: str) -> str | None:
+    def scope_of(cls, tree_source: str, home: Path) -> str | None:
         return SCOPE if tree_source.startswith(SOURCE_PREFIX) else None
 
     @classmethod

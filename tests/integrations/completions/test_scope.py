@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from ambient import places
@@ -69,27 +70,52 @@ def test_search_scope_of_a_key_follows_the_scope_it_was_added_with(
     config = _config(tmp_path / "home")
     ids = _seed(config)
     monkeypatch.setenv("AMBIENT_HOME", str(config.home))
-    assert CompletionsSource.scope_of("key:open") == "loom" and places.scope_of("key:open") == "loom"
-    assert places.scope_of("key:walled") == "key:walled"
-    assert places.scope_of("key:gone") == "key:gone"  # no such key (removed): its own wall, the narrowest
-    assert CompletionsSource.scope_of("key:") is None and CompletionsSource.scope_of("note:/d.md") is None
+    home = config.home
+    assert CompletionsSource.scope_of("key:open", home) == "loom"
+    assert places.scope_of("key:open", home) == "loom"
+    assert places.scope_of("key:walled", home) == "key:walled"
+    assert places.scope_of("key:gone", home) == "key:gone"  # no such key (removed): its own wall
+    assert CompletionsSource.scope_of("key:", home) is None
+    assert CompletionsSource.scope_of("note:/d.md", home) is None
     # A bare scope stands behind the private wall: it sees the notes and its own trees, never a walled key's.
     assert _search(capsys, "key:open") == {ids["note"], ids["open"]}
     assert _search(capsys, "key:walled") == {ids["walled"]}
     assert _search(capsys, "key:gone") == set()
     KeyStore(config.home).remove("open")  # its trees stay where they stand; the key says no more
-    assert places.scope_of("key:open") == "key:open"
+    assert places.scope_of("key:open", home) == "key:open"
+
+
+def test_search_scope_reads_the_keys_of_the_home_its_config_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--config`` naming another home: that home's keys say the scope, not the environment's."""
+    config = _config(tmp_path / "home")
+    ids = _seed(config)
+    monkeypatch.delenv("AMBIENT_HOME", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))  # the default home: xdg/ambient
+    KeyStore(tmp_path / "xdg" / "ambient").add("open")  # there, a key of the same name, walled
+    toml = tmp_path / "other.toml"
+    toml.write_text(f"home = {json.dumps(str(config.home))}\n")
+    code = main(["--config", str(toml), "search", QUERY, "-k", "10", "--scope", "key:open", "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert {r["node_id"] for r in json.loads(out.out)} == {ids["note"], ids["open"]}
 
 
 @pytest.mark.strict_loop
 async def test_a_daemon_answers_from_its_own_home_s_keys(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = _config(tmp_path / "daemon-home").replace(memory__enabled=False, server__port=0)
-    await asyncio.to_thread(KeyStore(config.home).add, "open", scope="loom")
-    monkeypatch.setenv("AMBIENT_HOME", str(tmp_path / "elsewhere"))  # a home without that key
-    assert await asyncio.to_thread(places.scope_of, "key:open") == "key:open"
+    """/api/search?scope=key:NAME in a daemon whose home is not the environment's."""
+    config = _config(tmp_path / "daemon-home").replace(server__port=0)
+    ids = await asyncio.to_thread(_seed, config)
+    monkeypatch.setenv("AMBIENT_HOME", str(tmp_path / "elsewhere"))  # a home without those keys
     app = App(config, sampler=FakeSampler())
-    async with serve(config, app):
-        assert await asyncio.to_thread(places.scope_of, "key:open") == "loom"
-    assert await asyncio.to_thread(places.scope_of, "key:open") == "key:open"  # gone with its daemon
+    async with serve(config, app) as server:
+        base = server.url.split("/#")[0]
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {server.token}"}) as http:
+            for scope, seen in (("key:open", {ids["note"], ids["open"]}), ("key:walled", {ids["walled"]})):
+                query = {"q": QUERY, "k": "10", "scope": scope}
+                async with http.get(f"{base}/api/search", params=query) as response:
+                    assert response.status == 200, await response.text()
+                    assert {r["node_id"] for r in (await response.json())["results"]} == seen
