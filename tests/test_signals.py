@@ -212,6 +212,24 @@ def test_surprise_matches_a_plain_forward_pass_and_is_incremental(
             assert lp == pytest.approx(ref, abs=1e-3)
 
 
+def test_surprise_after_an_echo_comes_from_the_prompt_s_scores(
+    tiny: LocalSampler, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An app echoing its prompt with logprobs (score_prompt), then sampling from it: the prefix the
+    scorer read is reused, and its surprise comes from the scores rather than going missing."""
+    monkeypatch.setattr(signals, "SURPRISE_MAX_TOKENS", 1000)
+    tiny.prefixes.clear()
+    prompt = SOURCE * 4
+    tiny.score_prompt(prompt, top_logprobs=1)
+    result = tiny.generate(prompt, SamplingOptions(n=1, max_tokens=2, seed=0, signals=True))
+    assert result.meta["prefill_reused_tokens"] > 0  # the scorer's cache: the prompt was not read again
+    enc = tiny._encode(prompt, 2)
+    spans = result.meta["surprise"]
+    assert len(spans) == len(enc.ids) - 1
+    want = _plain_logprobs(tiny_model_path, enc.ids)
+    assert [s[2] for s in spans] == pytest.approx(want, abs=1e-3)
+
+
 def test_surprise_scores_only_the_end_of_a_long_cold_prompt(
     tiny: LocalSampler, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

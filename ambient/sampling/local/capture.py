@@ -123,6 +123,17 @@ class SignalRun:
 
     # ------------------------------------------------------------------ the prompt
 
+    def take_scores(self, logprobs: Sequence[float | None], hidden: torch.Tensor, prompt_length: int) -> None:
+        """Surprise of a prefix scored before (``score_prompt``, an echo): ``logprobs[t]`` of each of its
+        tokens given the ones before, ``hidden`` the state after its last; the same tokens as
+        :meth:`score_prompt` would score (source tokens among the prompt's last ones)."""
+        begin = max(1, prompt_length - signals.SURPRISE_MAX_TOKENS)
+        for t in range(begin, len(logprobs)):
+            lp = logprobs[t]
+            if lp is not None and int(self.kinds[t]) == signals.SOURCE:
+                self.surprise[t] = round(lp, 4)
+        self.carry = (len(logprobs) - 1, hidden)
+
     def score_prompt(self, prompt_ids: list[int], hidden: torch.Tensor, first: int) -> None:
         """Surprise of the prompt's source tokens that positions ``first..`` (and the carried one) predict."""
         if self.carry is not None and self.carry[0] == first - 1:
@@ -186,14 +197,16 @@ class SurpriseMemo:
         while len(self._memo) > self.size:
             self._memo.popitem(last=False)
 
-    def recall(self, run: SignalRun | None, prefix: list[int]) -> None:
-        """Surprise values for a prefix read in an earlier call (the prefix cache skips reading it)."""
+    def recall(self, run: SignalRun | None, prefix: list[int]) -> bool:
+        """Surprise values for a prefix read in an earlier call (the prefix cache skips reading it);
+        whether it had them."""
         found = self._memo.get(tuple(prefix)) if run is not None else None
         if run is None or found is None:
-            return
+            return False
         values, hidden = found
         run.surprise[: len(values)] = values
         run.carry = (len(prefix) - 1, hidden)
+        return True
 
 
 def _rows(t: torch.Tensor, rows: int) -> torch.Tensor:

@@ -373,8 +373,10 @@ class LocalSampler(Sampler):
         reuse = self.prefixes.lookup(prompt_ids)
         cache, done = (reuse.cache, reuse.tokens) if reuse else (new_cache(self.model.config), 0)
         reused = done
-        if done:
-            self._surprise.recall(self._run, prompt_ids[:done])
+        if done and not self._surprise.recall(self._run, prompt_ids[:done]):
+            scored = self._scores.exact(prompt_ids[:done])  # read by score_prompt (an echo) instead
+            if scored is not None and self._run is not None:
+                self._run.take_scores(scored.logprobs, scored.hidden, len(prompt_ids))
         cut = self.prefixes.cut_point(len(prompt_ids), done)
         if cut is not None:  # read up to the cut, keep a copy there, then read the rest
             self._read(prompt_ids, done, cut, cache, logits=False)

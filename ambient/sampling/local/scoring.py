@@ -59,5 +59,9 @@ class ScoreMemo:
                 return reuse, scored
         return None
 
+    def exact(self, prefix: Sequence[int]) -> Scored | None:
+        """The scores of exactly ``prefix``, if remembered."""
+        return self._memo.get(tuple(prefix))
+
     def clear(self) -> None:
         self._memo.clear()
