@@ -113,25 +113,34 @@ def adapter_backend_problem(adapter: str, backend: str, setting: str = "model.ad
 
     The local model takes any adapter. The ``openai`` backend takes one the server serves by name
     (vLLM: ``--lora-modules NAME=FOLDER``; checked against the server's ``/v1/models`` when it
-    samples), never a folder: the server cannot read ambient's files. Other backends take none.
+    samples), never a folder: the server cannot read ambient's files. ``"personal"`` (the default of
+    ``model.adapter``) passes here, and the sampler says why the home's active adapter is not used;
+    asked for on the command line (``setting`` = ``--adapter``) it is refused. Other backends take none.
     """
-    if backend == "local" or adapter in ("personal", "none"):
-        return None
     in_config = setting.startswith("model.")
+    if backend == "local" or adapter == "none" or (adapter == "personal" and in_config):
+        return None
     said = f"{setting} = {adapter!r}" if in_config else f"{setting} {adapter}"
+    backend_is = f"model.backend is {backend!r}" if in_config else f"the backend is {backend!r}"
     drop = 'set model.adapter = "none"' if in_config else f"drop {setting}"
     use = "set model.adapter = NAME" if in_config else f"pass {setting} NAME"
+    if backend == "openai" and adapter == "personal":
+        return (
+            f"{said} needs the local model, but {backend_is}: the server cannot read ambient's adapter "
+            f"files; load the adapter's folder into the server by name (vLLM: --enable-lora --lora-modules "
+            f"NAME=FOLDER) and {use}, or {drop}"
+        )
     if backend == "openai":
         if not _is_folder(adapter):
             return None
         return (
-            f"{said} is a folder, but model.backend is 'openai': the server cannot read ambient's adapter "
-            f"folders; load it into the server by name (vLLM: --enable-lora --lora-modules NAME={adapter}) "
-            f"and {use}, or {drop}"
+            f"{said} is a folder, but {backend_is}: the server cannot read ambient's adapter folders; "
+            f"load it into the server by name (vLLM: --enable-lora --lora-modules NAME={adapter}) and "
+            f"{use}, or {drop}"
         )
     return (
-        f"{said} needs the local model, but model.backend is {backend!r}: a server's model cannot take "
-        f'ambient\'s adapters; {drop} or set model.backend = "local"'
+        f"{said} needs the local model, but {backend_is}: a server's model cannot take ambient's "
+        f'adapters; {drop} or set model.backend = "local"'
     )
 
 

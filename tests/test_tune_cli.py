@@ -159,9 +159,14 @@ def test_shared_places_count_only_when_opted_in(
 
 
 def test_an_adapter_needs_the_local_model(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(ConfigError, match="needs the local model"):
+    """A server takes an adapter by a name it serves (test_sampling_openai_adapter.py), never a folder."""
+    with pytest.raises(ConfigError, match="is a folder, but model.backend is 'openai'"):
         load_config(
-            env={"AMBIENT_HOME": str(home), "AMBIENT_MODEL_BACKEND": "openai", "AMBIENT_MODEL_ADAPTER": "x"}
+            env={
+                "AMBIENT_HOME": str(home),
+                "AMBIENT_MODEL_BACKEND": "openai",
+                "AMBIENT_MODEL_ADAPTER": str(home),
+            },
         )
     note = home / "n.txt"
     note.write_text("hi")
@@ -174,11 +179,11 @@ def test_an_adapter_needs_the_local_model(home: Path, capsys: pytest.CaptureFixt
             "--base-url",
             "http://127.0.0.1:9",
             "--adapter",
-            "personal-001",
+            str(home),
         ]
     )
     assert code == 2
-    assert "--adapter personal-001 needs the local model" in capsys.readouterr().err
+    assert f"--adapter {home} is a folder, but the backend is 'openai'" in capsys.readouterr().err
     argv = [
         "continue",
         str(note),

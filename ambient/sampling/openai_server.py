@@ -8,13 +8,17 @@
   neither is not asked again, and counts become :func:`estimate_tokens`, one
   token per :data:`CHARS_PER_TOKEN` characters plus one, which errs long.
 - **served models**: the names in ``/v1/models``, for an error that names the
-  model to set.
+  model to set, and to check that a personal adapter asked for by name is
+  served there (vLLM lists each ``--lora-modules NAME=FOLDER`` as a model):
+  :func:`adapter_refusal`, :func:`personal_refusal` say in one line why one is
+  not used.
 
 The JSON of these answers is read by :mod:`ambient.sampling.openai_wire`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -69,6 +73,17 @@ class ServerFacts:
             return []
         return wire.served_models(data)
 
+    def listed_models(self) -> list[str] | None:
+        """The names in ``/v1/models`` (none when the server has no such list); None when it cannot be
+        asked now (unreachable, not answering, refusing the key, failing): ask again later."""
+        try:
+            data = self._client.get_json(wire.MODELS_PATH)
+        except (ServerUnreachable, ReadTimeout):
+            return None
+        except HTTPStatusError as exc:
+            return None if exc.status in (401, 403) or exc.status >= 500 else []
+        return wire.served_models(data)
+
     def _ask_context_length(self) -> int | None:
         from_models = functools.partial(wire.context_from_models, model=self._model)
         for path, find in ((wire.MODELS_PATH, from_models), (wire.PROPS_PATH, wire.context_from_props)):
@@ -100,3 +115,32 @@ class ServerFacts:
             self._tokenize_path = ""
         _LOGGER.info("the server at %s cannot tokenize; token counts are estimates", self._endpoint)
         return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ServedAdapter:
+    """A personal adapter the server serves under a model name of its own (vLLM: ``--lora-modules``)."""
+
+    name: str
+
+
+def adapter_refusal(name: str, where: str, listed: list[str]) -> str | None:
+    """None when the server at ``where`` lists ``name``; else why the adapter is not used and the fix."""
+    if name in listed:
+        return None
+    serves = f"it serves {', '.join(listed)}" if listed else "it lists no models at /v1/models"
+    return (
+        f"the completions server at {where} does not serve the adapter {name!r} ({serves}): load it "
+        f"there (vLLM: --enable-lora --lora-modules {name}=FOLDER) or set model.adapter = \"none\" "
+        "(sampling with the base model only)"
+    )
+
+
+def personal_refusal(name: str, folder: str, where: str) -> str:
+    """Why ``model.adapter = "personal"`` (the home's active adapter ``name``) is not used by a server."""
+    return (
+        f"model.adapter = \"personal\" names your adapter {name}, but the completions server at {where} "
+        f"cannot read ambient's adapter files: copy its folder {folder} to the server, load it there by "
+        f"name (vLLM: --enable-lora --lora-modules {name}=FOLDER) and set model.adapter = \"{name}\", "
+        "or set model.adapter = \"none\" (sampling with the base model only)"
+    )

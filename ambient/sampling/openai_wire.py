@@ -125,8 +125,9 @@ def count_from(data: Any) -> int | None:
 
 
 def served_models(data: Any) -> list[str]:
-    """The model names in a ``/v1/models`` answer."""
-    return [str(m.get("id")) for m in (data.get("data") or []) if isinstance(m, dict)]
+    """The model names in a ``/v1/models`` answer (vLLM lists its LoRA modules there too)."""
+    listed = data.get("data") if isinstance(data, dict) else None
+    return [str(m.get("id")) for m in listed or () if isinstance(m, dict) and m.get("id")]
 
 
 def context_from_models(data: Any, model: str) -> int | None:
@@ -171,8 +172,14 @@ def timeout_error(where: str, exc: Exception) -> ModelUnavailable:
     )
 
 
-def http_error(exc: HTTPStatusError, model: str, where: str, served: Callable[[], list[str]]) -> AmbientError:
-    """A 4xx (or a 5xx after retries) as an error that names the fix."""
+def http_error(
+    exc: HTTPStatusError,
+    model: str,
+    where: str,
+    served: Callable[[], list[str]],
+    setting: str = "model.name (--model)",
+) -> AmbientError:
+    """A 4xx (or a 5xx after retries) as an error that names the fix (``setting``: where ``model`` is set)."""
     said = f"the server at {where} said {exc.status}: {exc.message}"
     if exc.status in (401, 403):
         return ConfigError(
@@ -181,7 +188,7 @@ def http_error(exc: HTTPStatusError, model: str, where: str, served: Callable[[]
     if exc.status == 404 or ("model" in exc.message.lower() and exc.status < 500):
         names = served()
         hint = f"it serves: {', '.join(names)}" if names else "check the name the server was started with"
-        return ConfigError(f"{said}; set model.name (--model) to a model it serves ({hint})")
+        return ConfigError(f"{said}; set {setting} to a model it serves ({hint})")
     if exc.status >= 500:
         return ModelUnavailable(f"{said}; it kept failing after retries: check the server's log")
     return InvalidInput(f"{said}; change the sampling settings it rejected")
