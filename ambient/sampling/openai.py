@@ -255,9 +255,7 @@ class OpenAISampler(Sampler):
         home's active adapter is looked up each time (``ambient tune`` may have made one)."""
         with self._adapter_lock:
             if self._wanted == adapters.PERSONAL:
-                active = adapters.active_name(self._home) if self._home is not None else None
-                folder = adapters.folder(self._home) / active if self._home is not None and active else None
-                self._refuse(personal_refusal(active, str(folder), str(self.endpoint)) if active else None)
+                self._refuse(self._personal_problem())
             elif self._wanted != adapters.NONE and not self._adapter_asked:
                 listed = self._server.listed_models()
                 if listed is not None:  # None: not reachable now; the offer itself will say so
@@ -266,6 +264,13 @@ class OpenAISampler(Sampler):
                     self.adapter = None if problem else ServedAdapter(self._wanted)
                     self._refuse(problem)
             return self.adapter
+
+    def _personal_problem(self) -> str | None:
+        """Why the home's active adapter is not used with ``model.adapter = "personal"`` (None: none is)."""
+        active = adapters.active_name(self._home) if self._home is not None else None
+        if self._home is None or active is None:
+            return None
+        return personal_refusal(active, str(adapters.folder(self._home) / active), str(self.endpoint))
 
     def _refuse(self, problem: str | None) -> None:
         if problem and problem != self.adapter_problem:
