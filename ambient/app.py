@@ -116,6 +116,19 @@ class App:
             min_score=self.config.memory.min_score,
         )
 
+    def release_sampler(self) -> None:
+        """Close the sampler and hand its memory back (a command that has sampled all it will).
+
+        ``ambient continue`` calls this before indexing the new nodes, so the
+        embedding model does not run beside the whole language model.
+        """
+        if self._sampler is None:
+            return
+        self._sampler.close()
+        from ambient.packing import return_freed_memory
+
+        return_freed_memory()
+
     def index_pending(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Embed every node the memory index has not seen yet; returns how many."""
         memory = self.memory

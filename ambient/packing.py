@@ -13,13 +13,21 @@ with :class:`PackedLinear` too.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
+
+from ambient import residency
 
 HEAD_BLOCK_ROWS = 32768  # output-layer rows packed per block
 EXACT_CHECK_ROWS = 16384  # rows compared per block when checking float16 exactness
+FBGEMM_K_BLOCK = 512  # FBGEMM's float16 packs hold the input dimension in blocks of this many rows
+SCAN_BYTES = 8 << 20  # memory read at a time when looking for packs
+PACK_ALIGN = 64  # FBGEMM's packs start on 64-byte boundaries
+MAPPED_ROWS_SLACK = 16 << 20  # mapped-file bytes let back in before a mapped embedding table is handed back
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -58,46 +66,94 @@ class PackedLinear(torch.nn.Module):  # type: ignore[misc]
 
 
 class PackedHead(torch.nn.Module):  # type: ignore[misc]
-    """The output layer as float16-packed row blocks (packing block by block bounds the memory it needs)."""
+    """The output layer as float16-packed row blocks (packing block by block bounds the memory it needs).
+
+    Each block's padding (:func:`release_pack_padding`) and, where the weights
+    are a mapped checkpoint, the file pages it read are handed back as soon as
+    it is packed, so packing holds about one block per thread beside the packs.
+    """
 
     def __init__(
         self, weight: torch.Tensor, bias: torch.Tensor | None = None, rows: torch.Tensor | None = None
     ) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        self.rows = rows  # the weights as a float16 table, when one exists anyway (tied embeddings)
+        self.rows = rows  # the weights as a 16-bit table, when one exists anyway (tied embeddings)
         step = HEAD_BLOCK_ROWS
 
-        def block(r: int) -> PackedLinear:
-            return PackedLinear(weight[r : r + step], None if bias is None else bias[r : r + step])
+        def block(r: int) -> tuple[PackedLinear, int]:
+            part = weight[r : r + step]
+            pages = residency.file_pages(part)
+            before = set(residency.regions())
+            packed = PackedLinear(part, None if bias is None else bias[r : r + step])
+            released = release_pack_padding([PackShape.of(part)], before)
+            if pages is not None:
+                residency.release(pages)
+            return packed, released
 
-        self.blocks = torch.nn.ModuleList(in_parallel(block, range(0, self.out_features, step)))
+        blocks = in_parallel(block, range(0, self.out_features, step))
+        self.blocks = torch.nn.ModuleList([b for b, _ in blocks])
+        self.padding_released = sum(n for _, n in blocks)  # bytes of zero padding handed back
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([block(x) for block in self.blocks], dim=-1)
 
 
 class CompactEmbedding(torch.nn.Module):  # type: ignore[misc]
-    """An input embedding kept as float16 (exact) and widened to float32 for the rows looked up."""
+    """An input embedding kept in 16 bits (exact) and widened to float32 for the rows looked up.
+
+    Where the model holds the weights as a view of the mapped checkpoint (a
+    16-bit checkpoint loaded as stored), the table stays that view: the file's
+    pages are resident only while rows on them are being read, and are handed
+    back after a prompt's lookup, or once :data:`MAPPED_ROWS_SLACK` more bytes
+    of mapped files are resident than after the last hand-back (rows read
+    meanwhile, e.g. the output rows the signals read). The kernel maps far more
+    than a row per read (about 160 KB here), so without this a prompt's lookups
+    would keep tens of MB resident. Otherwise the table is a float16 copy.
+    Either way a row widens to the same float32 values.
+    """
 
     def __init__(self, weight: torch.Tensor, scale: torch.Tensor | None) -> None:
         super().__init__()
         self.num_embeddings, self.embedding_dim = weight.shape
-        self.register_buffer("table", weight.detach().half(), persistent=False)
+        half = weight.dtype in (torch.bfloat16, torch.float16)
+        self.pages = residency.file_pages(weight) if half else None  # the mapped table's pages
+        table = weight.detach() if self.pages is not None else weight.detach().half()
+        self.register_buffer("table", table, persistent=False)
         self.scale = None if scale is None else float(scale)
+        self._resident = 0  # bytes of mapped files resident after the last hand-back
+
+    @property
+    def mapped(self) -> bool:
+        return self.pages is not None
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         out = torch.nn.functional.embedding(ids, self.table).float()
+        if self.pages is not None:
+            self.hand_back(force=ids.shape[-1] > 1)  # a prompt's rows at once; a decode step's few, not
         return out * self.scale if self.scale is not None else out
+
+    def hand_back(self, force: bool = True) -> None:
+        """Release the mapped table's resident pages (when ``force``, or when enough have come back)."""
+        if self.pages is None:
+            return
+        if force or residency.file_resident() - self._resident > MAPPED_ROWS_SLACK:
+            residency.release(self.pages)
+            self._resident = residency.file_resident()
 
 
 def slim_for_cpu(model: Any) -> int:
     """Pack the weights of a float32 CPU model as exact float16 where possible; returns the layers packed.
 
-    The input embeddings become a float16 table, the output layer and every
+    The input embeddings become a 16-bit table, the output layer and every
     other linear layer FBGEMM float16 packs. Whatever float16 does not hold
     exactly, or is not a plain layer, stays as it is. Old weights are dropped
     as soon as their replacement exists, which keeps the peak memory low.
+
+    A table that is a view of the mapped checkpoint stays there: once the
+    output layer is packed from it, the file's pages are handed back, and only
+    the rows looked up come back (a 262k-word table is 320 MB, a prompt reads
+    a few thousand rows).
     """
     if not fbgemm_ready():
         return 0
@@ -116,6 +172,8 @@ def slim_for_cpu(model: Any) -> int:
             return_freed_memory(collect=False)  # the float32 head went with its last reference
             model.set_output_embeddings(PackedHead(source, bias, rows=table if tied else None))
             packed += 1
+    if table is not None:
+        model.get_input_embeddings().hand_back()  # packing read every row; lookups need only a few
     packed += _pack_linears(model)
     return_freed_memory()
     return packed
@@ -167,28 +225,140 @@ def _compact_input_embeddings(model: Any) -> torch.Tensor | None:
     if not plain or not fp16_exact(emb.weight):
         return None
     compact = CompactEmbedding(emb.weight, scale)
+    compact.hand_back()  # the check read every row
     model.set_input_embeddings(compact)
     table: torch.Tensor = compact.table
     return table
 
 
 def _pack_linears(model: torch.nn.Module) -> int:
-    """Swap every remaining ``nn.Linear`` for a :class:`PackedLinear` where exact; returns how many."""
+    """Swap every remaining ``nn.Linear`` for a :class:`PackedLinear` where exact; returns how many.
+
+    The packs' zero padding is handed back afterwards (:func:`release_pack_padding`).
+    """
     places = [
         (parent, name)
         for parent in model.modules()
         for name, child in parent.named_children()
         if isinstance(child, torch.nn.Linear) and fp16_exact(child.weight)
     ]
-
+    shapes = [PackShape.of(getattr(parent, name).weight) for parent, name in places]
 
     def pack(place: tuple[torch.nn.Module, str]) -> None:  # each float32 weight goes as its pack arrives
         parent, name = place
         child = getattr(parent, name)
         setattr(parent, name, PackedLinear(child.weight, child.bias))
 
+    before = set(residency.regions())
     in_parallel(pack, places)
+    release_pack_padding(shapes, before)
     return len(places)
+
+
+@dataclasses.dataclass(frozen=True)
+class PackShape:
+    """What finds a float16 pack in memory: its weight's shape and a few of its weights as FBGEMM lays
+    them out (the first 8 of input 0, the last 8 of the last input), in float16."""
+
+    outputs: int
+    inputs: int
+    first: bytes
+    last: bytes
+
+    @classmethod
+    def of(cls, weight: torch.Tensor) -> PackShape | None:
+        """The shape of ``weight``'s pack (``N x K``), or None where there is no padding to find."""
+        n, k = weight.shape
+        if k % FBGEMM_K_BLOCK == 0 or n % 64:
+            return None  # no padding, or columns FBGEMM pads too (then the layout below is not checked)
+        first = weight[:8, 0].detach().half().numpy().view(np.uint16)
+        last = weight[n - 8 :, k - 1].detach().half().numpy().view(np.uint16)
+        if not (first[0] and first[1] and last.any()):
+            return None  # a signature of zeros would match too much memory
+        return cls(n, k, first.tobytes(), last.tobytes())
+
+    @property
+    def used(self) -> int:
+        """Bytes of weights at the start of the pack."""
+        return self.inputs * self.outputs * 2
+
+    @property
+    def size(self) -> int:
+        """Bytes FBGEMM allocates and zero-fills (inputs rounded up to whole blocks)."""
+        return (self.inputs // FBGEMM_K_BLOCK + 1) * FBGEMM_K_BLOCK * self.outputs * 2
+
+
+def release_pack_padding(shapes: Sequence[PackShape | None], before: set[residency.Region]) -> int:
+    """Hand back the zero rows that FBGEMM pads packs to; returns the bytes handed back.
+
+    A float16 pack of a ``K x N`` weight (``K`` inputs) holds its rows in blocks
+    of :data:`FBGEMM_K_BLOCK`, the last block compact, so the data is the first
+    ``K * N * 2`` bytes. FBGEMM allocates and zero-fills room for ``K`` rounded
+    up to a whole block and never touches the rest again. With ``K = 640`` that
+    is 384 rows in every 1024: 192 MB of the 262k-word output layer and 74 MB of
+    Gemma 3 270M's other layers, resident for nothing.
+
+    ``shapes`` are the packs' (:meth:`PackShape.of`), packed after the mappings
+    ``before`` were taken. Each pack is looked for in the memory mapped or
+    grown since, on 64-byte boundaries (FBGEMM's alignment), by its first and
+    last weights; its tail is handed back only if every byte of it is zero. A
+    pack not found this way keeps its padding.
+    """
+    wanted: dict[bytes, list[PackShape]] = {}
+    for shape in shapes:
+        if shape is not None:
+            wanted.setdefault(shape.first, []).append(shape)
+    if not wanted:
+        return 0
+    fresh = [r for r in residency.regions() if r not in before and r.readable and r.writable]
+    fresh = [r for r in fresh if not r.path or r.path == "[heap]"]
+    # A pack with a mapping of its own starts 64 bytes into it (glibc's header, aligned), and that
+    # mapping may have merged with others beside it (packs of the same size): look there before scanning.
+    page = residency.PAGE
+    # glibc maps a 64-aligned request of n bytes (FBGEMM asks for size + 1024) in ceil((n + 120) / page) pages
+    sizes = {-(-(s.size + 1144) // page) * page for v in wanted.values() for s in v}
+    guesses = [r.start + j * m + PACK_ALIGN for r in fresh for m in sizes for j in range(r.size // m + 1)]
+    guesses += [r.end - j * m + PACK_ALIGN for r in fresh for m in sizes for j in range(1, r.size // m + 1)]
+    released = _release_found(guesses, wanted)
+    if any(wanted.values()):
+        released += _release_found(_starts_with(fresh, {k for k, v in wanted.items() if v}), wanted)
+    return released
+
+
+def _release_found(addresses: Sequence[int], wanted: dict[bytes, list[PackShape]]) -> int:
+    """Release the padding of each pack of ``wanted`` that starts at one of ``addresses`` (and forget it)."""
+    released = 0
+    for address in addresses:
+        for shape in wanted.get(residency.read(address, 16) or b"", []):
+            if residency.read(address + shape.used - 16, 16) == shape.last:
+                released += residency.release_zero_pages(address + shape.used, address + shape.size)
+                wanted[shape.first].remove(shape)
+                break
+    return released
+
+
+def _starts_with(regions: Sequence[residency.Region], heads: set[bytes]) -> list[int]:
+    """Addresses on :data:`PACK_ALIGN` boundaries in ``regions`` whose first 16 bytes are one of ``heads``.
+
+    Read through /proc/self/mem, so a region that another thread unmaps meanwhile
+    is skipped, never faulted; each 64-byte row is first screened by its first
+    two 16-bit words.
+    """
+    screen = np.zeros((2, 1 << 16), dtype=bool)
+    for head in heads:
+        a, b = np.frombuffer(head, dtype=np.uint16)[:2]
+        screen[0, a] = screen[1, b] = True
+    found = []
+    for region in regions:
+        for at in range(region.start, region.end, SCAN_BYTES):
+            data = residency.read(at, min(SCAN_BYTES, region.end - at))
+            if data is None:
+                break
+            rows = np.frombuffer(data, dtype=np.uint16).reshape(-1, PACK_ALIGN // 2)
+            for i in np.flatnonzero(screen[0, rows[:, 0]] & screen[1, rows[:, 1]]):
+                if rows[i, :8].tobytes() in heads:
+                    found.append(at + int(i) * PACK_ALIGN)
+    return found
 
 
 def in_parallel(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:

@@ -112,8 +112,10 @@ def test_half_checkpoint_packs_to_the_same_logits_as_a_float32_load(default_mode
     assert stored_half_dtype(default_model_path) is torch.bfloat16
     tokenizer, packed, layers = load(default_model_path, torch.device("cpu"), torch.float32)
     assert layers > 100
-    kinds = {t.dtype for t in [*packed.parameters(), *packed.buffers()]}
-    assert kinds == {torch.float32, torch.float16}, kinds  # nothing left in bfloat16; the float16 table
+    emb = packed.get_input_embeddings()
+    kinds = {t.dtype for t in [*packed.parameters(), *packed.buffers()] if t is not emb.table}
+    assert kinds == {torch.float32}, kinds  # nothing else left in 16 bits
+    assert emb.mapped and emb.table.dtype is torch.bfloat16  # the input table: the checkpoint's own rows
     reference = _model(default_model_path, torch.float32).eval()
     assert _slim(reference, None) == layers
     ids = torch.tensor([tokenizer("The keeper wrote in his log that the fog had come in early")["input_ids"]])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -85,7 +86,7 @@ def test_budget_evicts_the_least_recently_used() -> None:
             cache = new_cache(model.config)
             model(torch.arange(start % 97, start % 97 + 40).unsqueeze(0) % 97, cache=cache)
             caches.append(([(start + i) % 97 for i in range(40)], cache))
-    one = cache_bytes(caches[0][1])
+    one = cache_bytes(copy.deepcopy(caches[0][1]))  # what an entry holds: the positions kept, no spare room
     prefixes = PrefixCache(int(one * 2.5))
     for ids, cache in caches:
         prefixes.store(ids, cache)

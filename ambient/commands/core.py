@@ -182,6 +182,7 @@ def cmd_continue(args: argparse.Namespace, app: App) -> int:
     finally:
         if live is not None:
             live.close()
+    app.release_sampler()  # sampling is over: the model's memory goes before the embedder indexes
     app.index_pending()
     adapter_problem = getattr(app.sampler, "adapter_problem", None)
     if adapter_problem:

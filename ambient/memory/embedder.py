@@ -79,6 +79,7 @@ class Embedder:
         self._model: Any = None
         self._query_model: Any = None  # float16-packed copy for queries (see _pack_for_queries)
         self._tokenizer: Any = None
+        self._mapped: tuple[int, int] | None = None  # the checkpoint's mapping, when weights are views of it
 
     @property
     def loaded(self) -> bool:
@@ -105,7 +106,16 @@ class Embedder:
             ) from exc
         self._tokenizer, self._model = tokenizer, model.eval()
         self._query_model = _pack_for_queries(self._model)
+        self._mapped = _checkpoint_mapping(self._model)
+        self._hand_back()  # packing read every weight; a query reads only the packs and a few rows
         _LOGGER.info("embedding model loaded from %s", self.folder)
+
+    def _hand_back(self) -> None:
+        """Let the checkpoint's pages go (see :func:`_checkpoint_mapping`); a forward reads them again."""
+        if self._mapped is not None:
+            from ambient import residency
+
+            residency.release(self._mapped)
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         """One L2-normalised float32 row per text (blocking; call it from a worker thread)."""
@@ -120,6 +130,8 @@ class Embedder:
                 self._load_locked()
                 rows.append(self._forward(batch, small=len(texts) <= SMALL_BATCH))
                 self.embedded += len(batch)
+        with self._lock:
+            self._hand_back()
         vectors = np.concatenate(rows)
         out = np.empty_like(vectors)
         out[order] = vectors
@@ -153,8 +165,9 @@ def _pack_for_queries(model: Any) -> Any:
     matrix products dominate search latency: packing them measured 24 -> 15 ms
     per query on this project's 2-core machine, with vectors equal to the
     float32 ones to cosine 0.9999998. Large indexing batches stay on the float32
-    model, which is faster there (96 vs 86 texts/s). None where FBGEMM is absent
-    or the model is not on the CPU.
+    model, which is faster there (96 vs 86 texts/s). The copy shares every other
+    weight (embeddings, norms) with ``model``: only its modules are new. None
+    where FBGEMM is absent or the model is not on the CPU.
     """
     import copy
 
@@ -164,7 +177,8 @@ def _pack_for_queries(model: Any) -> Any:
 
     if not fbgemm_ready() or next(model.parameters()).device.type != "cpu":
         return None
-    packed = copy.deepcopy(model)
+    shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    packed = copy.deepcopy(model, memo=shared)
     places = [
         (parent, name)
         for parent in packed.modules()
@@ -175,6 +189,23 @@ def _pack_for_queries(model: Any) -> Any:
         child = getattr(parent, name)
         setattr(parent, name, PackedLinear(child.weight, child.bias))
     return packed.eval()
+
+
+def _checkpoint_mapping(model: Any) -> tuple[int, int] | None:
+    """The mapped checkpoint file the weights are views of (a model loaded as stored), or None.
+
+    Every page of it that a forward pass reads stays resident while the mapping
+    lasts, and the mapping lasts as long as the model: 90 MB for MiniLM, though
+    a query reads only the packed copy and a few embedding rows. Those pages are
+    clean copies of the file, so they are handed back after each use.
+    """
+    from ambient import residency
+
+    params = list(model.parameters())
+    pages = residency.mapping_pages(params[0]) if params else None
+    if pages is None or not all(pages[0] <= p.data_ptr() < pages[1] for p in params):
+        return None
+    return pages
 
 
 @contextlib.contextmanager

@@ -6,15 +6,27 @@ capacity, which grows by a quarter (at least :data:`GROW_MIN` positions) when
 it runs out, so copies are amortised. They keep the batch operations the
 sampler needs: repeat the prompt's rows for N branches, drop the rows of
 finished branches. :func:`new_cache` builds a ``DynamicCache`` with them.
+
+Rows laid out anew (repeated for N branches, or fewer kept) get only
+:data:`GROW_MIN` spare positions: at N = 8 a quarter's room on every layer is
+tens of MB held for steps that may never come, and the first append past it
+grows by a quarter as usual. Before the rows are repeated, the heap the prompt
+pass freed is handed back, so the N copies do not sit on top of it. A copy
+(``copy.deepcopy``, as the prefix cache takes) holds only the positions still
+needed: a sliding-window layer that read a 1,000-token prompt keeps its window,
+not the whole prompt and room for a quarter more.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+from ambient.packing import return_freed_memory
 
 GROW_MIN = 64  # spare positions a cache layer grows by at least
 
@@ -48,6 +60,13 @@ class _Buffer:
             self.v[:, :, :held] = v.clone()
         self.start, self.end = 0, held
 
+    def copy(self) -> _Buffer:
+        """A copy of the positions held, without spare room (it grows when appended to)."""
+        held = slice(self.start, self.end)
+        out = _Buffer(self.k[:, :, held].clone(), self.v[:, :, held].clone())
+        out.end = self.end - self.start
+        return out
+
     def view(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The last ``length`` positions."""
         return self.k[:, :, self.end - length : self.end], self.v[:, :, self.end - length : self.end]
@@ -59,16 +78,32 @@ class _Buffer:
             k, v = k[rows], v[rows]
         else:
             k, v = k.repeat_interleave(repeats, dim=0), v.repeat_interleave(repeats, dim=0)
-        self.k, self.v = _with_room(k, k.shape[-2]), _with_room(v, v.shape[-2])
+        self.k, self.v = _with_room(k, k.shape[-2], GROW_MIN), _with_room(v, v.shape[-2], GROW_MIN)
         self.start, self.end = 0, k.shape[-2]
 
 
-def _with_room(t: torch.Tensor, need: int) -> torch.Tensor:
-    """A new [batch, heads, capacity, dim] buffer starting with ``t``, with room for ``need`` positions."""
-    capacity = need + max(GROW_MIN, need // 4)
+def _with_room(t: torch.Tensor, need: int, room: int | None = None) -> torch.Tensor:
+    """A new [batch, heads, capacity, dim] buffer starting with ``t``, with room for ``need`` positions
+    and ``room`` more (default: a quarter of ``need``, at least :data:`GROW_MIN`)."""
+    capacity = need + (max(GROW_MIN, need // 4) if room is None else room)
     out = t.new_empty((*t.shape[:2], capacity, t.shape[3]))
     out[:, :, : t.shape[2]] = t
     return out
+
+
+def _copy_layer(layer: Any, memo: dict[int, Any]) -> Any:
+    """``copy.deepcopy`` of a growing layer: its buffer as :meth:`_Buffer.copy`, the rest as usual."""
+    new = layer.__class__.__new__(layer.__class__)
+    memo[id(layer)] = new
+    for key, value in layer.__dict__.items():
+        if key not in ("buf", "keys", "values"):
+            new.__dict__[key] = copy.deepcopy(value, memo)
+    if layer.buf is None:
+        new.keys, new.values = copy.deepcopy(layer.keys, memo), copy.deepcopy(layer.values, memo)
+    else:
+        new.buf = layer.buf.copy()
+        new.keys, new.values = new.buf.view(new.buf.end)
+    return new
 
 
 class GrowingLayer(DynamicLayer):  # type: ignore[misc]
@@ -85,6 +120,10 @@ class GrowingLayer(DynamicLayer):  # type: ignore[misc]
         self.buf.append(key_states, value_states, None)
         self.keys, self.values = self.buf.view(self.buf.end - self.buf.start)
         return self.keys, self.values
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> GrowingLayer:
+        copied: GrowingLayer = _copy_layer(self, memo)
+        return copied
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         if self.buf is not None:
@@ -117,6 +156,10 @@ class GrowingSlidingLayer(DynamicSlidingWindowLayer):  # type: ignore[misc]
         self.keys, self.values = self.buf.view(self.buf.end - self.buf.start)
         return self.buf.view(seen + new)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> GrowingSlidingLayer:
+        copied: GrowingSlidingLayer = _copy_layer(self, memo)
+        return copied
+
     def batch_repeat_interleave(self, repeats: int) -> None:
         if self.buf is not None:
             self.buf.select(None, repeats)
@@ -128,9 +171,18 @@ class GrowingSlidingLayer(DynamicSlidingWindowLayer):  # type: ignore[misc]
             self.keys, self.values = self.buf.view(self.buf.end)
 
 
+class GrowingCache(DynamicCache):  # type: ignore[misc]
+    """A DynamicCache that hands the freed heap back before its rows are repeated for N branches."""
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if repeats > 1:
+            return_freed_memory(collect=False)  # what the prompt pass freed, before N copies are made
+        super().batch_repeat_interleave(repeats)
+
+
 def new_cache(config: Any) -> DynamicCache:
     """A DynamicCache for ``config`` whose plain layers append in place; other layer kinds stay stock."""
-    cache = DynamicCache(config=config)
+    cache = GrowingCache(config=config)
     for i, layer in enumerate(cache.layers):
         if type(layer) is DynamicLayer:
             cache.layers[i] = GrowingLayer()
