@@ -116,6 +116,18 @@ class App:
             min_score=self.config.memory.min_score,
         )
 
+    def lighten_memory(self) -> None:
+        """Free what only searching uses (the embedder's packed copy for queries) until the next search.
+
+        ``ambient continue`` searches once, before it samples: the copy would sit
+        beside the model while it samples.
+        """
+        if not self.config.memory.enabled or self.__dict__.get("memory") is None:
+            return
+        from ambient.memory import get_embedder
+
+        get_embedder(self.config).drop_query_model()
+
     def release_sampler(self) -> None:
         """Close the sampler and hand its memory back (a command that has sampled all it will).
 

@@ -27,7 +27,7 @@ EXACT_CHECK_ROWS = 16384  # rows compared per block when checking float16 exactn
 FBGEMM_K_BLOCK = 512  # FBGEMM's float16 packs hold the input dimension in blocks of this many rows
 SCAN_BYTES = 8 << 20  # memory read at a time when looking for packs
 PACK_ALIGN = 64  # FBGEMM's packs start on 64-byte boundaries
-MAPPED_ROWS_SLACK = 16 << 20  # mapped-file bytes let back in before a mapped embedding table is handed back
+CACHED_ROWS = 16384  # rows of a mapped embedding table kept copied (at most a page each: 64 MB)
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -96,50 +96,103 @@ class PackedHead(torch.nn.Module):  # type: ignore[misc]
         self.padding_released = sum(n for _, n in blocks)  # bytes of zero padding handed back
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([block(x) for block in self.blocks], dim=-1)
+        out = x.new_empty((*x.shape[:-1], self.out_features))  # each block's output goes in as it comes
+        at = 0
+        for block in self.blocks:
+            y = block(x)
+            out[..., at : at + y.shape[-1]] = y
+            at += y.shape[-1]
+        return out
+
+
+class RowCache:
+    """The rows of a mapped 16-bit table that were read, copied into memory of their own.
+
+    Reading a row of a mapped file maps much more than the row (the kernel maps
+    the neighbouring pages it holds: about 160 KB a row here), and all of it
+    stays resident until handed back. Here a row is copied out once, into
+    anonymous memory that is resident only where rows were written (a page per
+    row at most), and the file's pages are handed back at once. Past
+    :data:`CACHED_ROWS` rows the copies are dropped and rows are copied anew.
+    """
+
+    def __init__(self, source: torch.Tensor, pages: tuple[int, int]) -> None:
+        self.source, self.pages = source, pages
+        self.copies = torch.empty_like(source)  # pages never written cost nothing
+        self.held = torch.zeros(source.shape[0], dtype=torch.bool)
+        self.count = 0
+
+    def table(self, ids: torch.Tensor) -> torch.Tensor:
+        """A table whose rows ``ids`` are the source's (the other rows: whatever was copied before)."""
+        flat = ids.reshape(-1)
+        missing = flat[~self.held[flat]]
+        if missing.numel():
+            missing = missing.unique()
+            if self.count + missing.numel() > CACHED_ROWS:
+                residency.discard(self.copies)
+                self.held.zero_()
+                self.count = 0
+                missing = flat.unique()
+            self.copies[missing] = self.source[missing]
+            self.held[missing] = True
+            self.count += int(missing.numel())
+            residency.release(self.pages)
+        return self.copies
+
+
+class MappedRows(torch.Tensor):  # type: ignore[misc]
+    """A mapped table (any read of it is the file's) whose ``rows[ids]`` go through a :class:`RowCache`."""
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+    cache: RowCache
+
+    @staticmethod
+    def of(cache: RowCache) -> MappedRows:
+        rows: MappedRows = cache.source.as_subclass(MappedRows)
+        rows.cache = cache
+        return rows
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        if isinstance(index, torch.Tensor) and index.dtype in (torch.int64, torch.int32):
+            return self.cache.table(index)[index]
+        return super().__getitem__(index)  # type: ignore[no-any-return]
 
 
 class CompactEmbedding(torch.nn.Module):  # type: ignore[misc]
     """An input embedding kept in 16 bits (exact) and widened to float32 for the rows looked up.
 
     Where the model holds the weights as a view of the mapped checkpoint (a
-    16-bit checkpoint loaded as stored), the table stays that view: the file's
-    pages are resident only while rows on them are being read, and are handed
-    back after a prompt's lookup, or once :data:`MAPPED_ROWS_SLACK` more bytes
-    of mapped files are resident than after the last hand-back (rows read
-    meanwhile, e.g. the output rows the signals read). The kernel maps far more
-    than a row per read (about 160 KB here), so without this a prompt's lookups
-    would keep tens of MB resident. Otherwise the table is a float16 copy.
-    Either way a row widens to the same float32 values.
+    16-bit checkpoint loaded as stored), the table stays that view and the rows
+    looked up are read through a :class:`RowCache`: of a 320 MB table, a prompt
+    keeps a few MB resident. :attr:`rows` is the same table for the output
+    layer's rows (the signals read a few per step). Otherwise the table is a
+    float16 copy. Either way a row widens to the same float32 values.
     """
 
     def __init__(self, weight: torch.Tensor, scale: torch.Tensor | None) -> None:
         super().__init__()
         self.num_embeddings, self.embedding_dim = weight.shape
         half = weight.dtype in (torch.bfloat16, torch.float16)
-        self.pages = residency.file_pages(weight) if half else None  # the mapped table's pages
-        table = weight.detach() if self.pages is not None else weight.detach().half()
+        pages = residency.file_pages(weight) if half else None  # where the checkpoint maps the table
+        table = weight.detach() if pages is not None else weight.detach().half()
         self.register_buffer("table", table, persistent=False)
+        self.cache = None if pages is None else RowCache(table, pages)
+        self.rows: torch.Tensor = table if self.cache is None else MappedRows.of(self.cache)
         self.scale = None if scale is None else float(scale)
-        self._resident = 0  # bytes of mapped files resident after the last hand-back
 
     @property
     def mapped(self) -> bool:
-        return self.pages is not None
+        return self.cache is not None
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        out = torch.nn.functional.embedding(ids, self.table).float()
-        if self.pages is not None:
-            self.hand_back(force=ids.shape[-1] > 1)  # a prompt's rows at once; a decode step's few, not
+        table = self.table if self.cache is None else self.cache.table(ids)
+        out = torch.nn.functional.embedding(ids, table).float()
         return out * self.scale if self.scale is not None else out
 
-    def hand_back(self, force: bool = True) -> None:
-        """Release the mapped table's resident pages (when ``force``, or when enough have come back)."""
-        if self.pages is None:
-            return
-        if force or residency.file_resident() - self._resident > MAPPED_ROWS_SLACK:
-            residency.release(self.pages)
-            self._resident = residency.file_resident()
+    def hand_back(self) -> None:
+        """Hand back the mapped table's resident pages (after something read all of it)."""
+        if self.cache is not None:
+            residency.release(self.cache.pages)
 
 
 def slim_for_cpu(model: Any) -> int:
@@ -161,7 +214,8 @@ def slim_for_cpu(model: Any) -> int:
     emb_weight = getattr(model.get_input_embeddings(), "weight", None)
     tied = isinstance(head, torch.nn.Linear) and head.weight is emb_weight
     del emb_weight
-    table = _compact_input_embeddings(model)
+    compact = _compact_input_embeddings(model)
+    table = None if compact is None else compact.table
     packed = 0
     if isinstance(head, torch.nn.Linear):
         source = table if tied else (head.weight if fp16_exact(head.weight) else None)
@@ -170,10 +224,11 @@ def slim_for_cpu(model: Any) -> int:
             model.set_output_embeddings(torch.nn.Identity())  # drop the float32 weight before packing
             del head
             return_freed_memory(collect=False)  # the float32 head went with its last reference
-            model.set_output_embeddings(PackedHead(source, bias, rows=table if tied else None))
+            rows = compact.rows if tied and compact is not None else None
+            model.set_output_embeddings(PackedHead(source, bias, rows=rows))
             packed += 1
-    if table is not None:
-        model.get_input_embeddings().hand_back()  # packing read every row; lookups need only a few
+    if compact is not None:
+        compact.hand_back()  # packing read every row; lookups need only a few
     packed += _pack_linears(model)
     return_freed_memory()
     return packed
@@ -218,8 +273,8 @@ def widen_unpacked(model: torch.nn.Module, stored: torch.dtype) -> int:
     return widened
 
 
-def _compact_input_embeddings(model: Any) -> torch.Tensor | None:
-    """Swap the input embeddings for a :class:`CompactEmbedding`; its float16 table, or None if not done."""
+def _compact_input_embeddings(model: Any) -> CompactEmbedding | None:
+    """Swap the input embeddings for a :class:`CompactEmbedding` and return it (None if not done)."""
     emb = model.get_input_embeddings()
     plain, scale = _embedding_scale(emb)
     if not plain or not fp16_exact(emb.weight):
@@ -227,8 +282,7 @@ def _compact_input_embeddings(model: Any) -> torch.Tensor | None:
     compact = CompactEmbedding(emb.weight, scale)
     compact.hand_back()  # the check read every row
     model.set_input_embeddings(compact)
-    table: torch.Tensor = compact.table
-    return table
+    return compact
 
 
 def _pack_linears(model: torch.nn.Module) -> int:

@@ -110,15 +110,6 @@ def release(pages: tuple[int, int]) -> bool:
     return _dont_need(*pages)
 
 
-def file_resident() -> int:
-    """Bytes of mapped files (and shared memory) resident in this process, or 0 where unknown."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            return int(statm.read().split()[2]) * PAGE
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
 def release_file_pages(tensor: torch.Tensor) -> int:
     """Drop the resident pages of the whole file mapping under ``tensor``; returns the bytes advised.
 
@@ -127,6 +118,16 @@ def release_file_pages(tensor: torch.Tensor) -> int:
     """
     pages = mapping_pages(tensor)
     return pages[1] - pages[0] if pages is not None and release(pages) else 0
+
+
+def discard(tensor: torch.Tensor) -> int:
+    """Hand back the whole pages inside ``tensor``'s anonymous memory: **their contents become zeros**.
+
+    For a cache whose copies can be made again. Returns the bytes handed back.
+    """
+    start = tensor.data_ptr()
+    lo, hi = -(-start // PAGE) * PAGE, (start + tensor.numel() * tensor.element_size()) // PAGE * PAGE
+    return hi - lo if hi > lo and _dont_need(lo, hi) else 0
 
 
 def release_zero_pages(start: int, end: int) -> int:

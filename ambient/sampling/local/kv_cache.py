@@ -76,10 +76,17 @@ class _Buffer:
         k, v = self.k[:, :, self.start : self.end], self.v[:, :, self.start : self.end]
         if rows is not None:
             k, v = k[rows], v[rows]
-        else:
-            k, v = k.repeat_interleave(repeats, dim=0), v.repeat_interleave(repeats, dim=0)
-        self.k, self.v = _with_room(k, k.shape[-2], GROW_MIN), _with_room(v, v.shape[-2], GROW_MIN)
+        self.k, self.v = _repeated(k, repeats), _repeated(v, repeats)
         self.start, self.end = 0, k.shape[-2]
+
+
+def _repeated(t: torch.Tensor, repeats: int) -> torch.Tensor:
+    """A new buffer with each batch row of ``t`` ``repeats`` times in a row (as ``repeat_interleave``) and
+    :data:`GROW_MIN` spare positions, written in place: no N-row temporary beside it."""
+    rows, heads, length, dim = t.shape
+    out = t.new_empty((rows * repeats, heads, length + GROW_MIN, dim))
+    out.view(rows, repeats, heads, length + GROW_MIN, dim)[:, :, :, :length] = t.unsqueeze(1)
+    return out
 
 
 def _with_room(t: torch.Tensor, need: int, room: int | None = None) -> torch.Tensor:
