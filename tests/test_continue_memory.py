@@ -1,0 +1,62 @@
+"""Peak memory of a real ``ambient continue -n 8`` (issue #17): at most 1.6 GB resident, memory on.
+
+The real CLI in a process of its own, the real default model, a fresh home
+(chromadb and the MiniLM embedder open beside the model, as always), a prompt
+of about 1,000 tokens of text nobody here wrote (the Loom fixture). The peak is
+the child's own ``ru_maxrss`` from ``wait4``, so no other process the tests
+started counts. Measured here: 1.44-1.47 GiB peak, 1.51-1.54e9 bytes (was 2.23 GiB).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+AMBIENT = Path(sys.executable).with_name("ambient")
+LOOM = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "loom" / "loom_demo.json"
+LIMIT_BYTES = 1_600_000_000  # 1.6 GB
+PROMPT_CHARS = 4000  # about 1,000 Gemma tokens of this text
+
+
+def loom_text(chars: int) -> str:
+    """The Loom fixture's node texts, root first, joined up to ``chars`` characters."""
+    texts: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("text"), str):
+                texts.append(node["text"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(LOOM.read_text(encoding="utf-8"))["root"])
+    return "".join(texts)[:chars]
+
+
+def test_continue_n8_peaks_under_1_6_gb(default_model_path: Path, tmp_path: Path) -> None:
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text(loom_text(PROMPT_CHARS), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AMBIENT_")}  # the defaults: memory on
+    env.update(AMBIENT_HOME=str(tmp_path / "home"), AMBIENT_MODEL_PATH=str(default_model_path))
+    argv = [str(AMBIENT), "continue", "-n", "8", "--max-tokens", "32", "--seed", "7", "--json", str(prompt)]
+    out, err = tmp_path / "out.json", tmp_path / "err.txt"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        child = subprocess.Popen(argv, env=env, stdout=stdout, stderr=stderr)
+        try:
+            _, status, usage = os.wait4(child.pid, 0)
+        finally:
+            child.returncode = 0  # reaped here: keep Popen from waiting on it again
+    assert os.waitstatus_to_exitcode(status) == 0, err.read_text()
+    result = json.loads(out.read_text())
+    assert len(result["continuations"]) == 8
+    assert result["provenance"]["memory"] == "on"  # the embedder and chromadb were in the process too
+    assert 900 <= result["provenance"]["source"]["tokens"] <= 1100
+    peak = usage.ru_maxrss * 1024  # kB on Linux
+    assert peak <= LIMIT_BYTES, f"peak RSS {peak / 1e9:.3f} GB > {LIMIT_BYTES / 1e9} GB"
