@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -298,14 +298,15 @@ def _pack_linears(model: torch.nn.Module) -> int:
     ]
     shapes = [PackShape.of(getattr(parent, name).weight) for parent, name in places]
 
-    def pack(place: tuple[torch.nn.Module, str]) -> None:  # each float32 weight goes as its pack arrives
+    def pack(place: tuple[torch.nn.Module, str]) -> int:  # each float32 weight goes as its pack arrives
         parent, name = place
         child = getattr(parent, name)
         setattr(parent, name, PackedLinear(child.weight, child.bias))
+        return residency.heap_address()  # where this thread's packs went, unless they have mappings
 
     before = set(residency.regions())
-    in_parallel(pack, places)
-    release_pack_padding(shapes, before)
+    heaps = set(in_parallel(pack, places))
+    release_pack_padding(shapes, before, heaps)
     return len(places)
 
 
@@ -342,7 +343,9 @@ class PackShape:
         return (self.inputs // FBGEMM_K_BLOCK + 1) * FBGEMM_K_BLOCK * self.outputs * 2
 
 
-def release_pack_padding(shapes: Sequence[PackShape | None], before: set[residency.Region]) -> int:
+def release_pack_padding(
+    shapes: Sequence[PackShape | None], before: set[residency.Region], heaps: Collection[int] = ()
+) -> int:
     """Hand back the zero rows that FBGEMM pads packs to; returns the bytes handed back.
 
     A float16 pack of a ``K x N`` weight (``K`` inputs) holds its rows in blocks
@@ -353,10 +356,11 @@ def release_pack_padding(shapes: Sequence[PackShape | None], before: set[residen
     Gemma 3 270M's other layers, resident for nothing.
 
     ``shapes`` are the packs' (:meth:`PackShape.of`), packed after the mappings
-    ``before`` were taken. Each pack is looked for in the memory mapped or
-    grown since, on 64-byte boundaries (FBGEMM's alignment), by its first and
-    last weights; its tail is handed back only if every byte of it is zero. A
-    pack not found this way keeps its padding.
+    ``before`` were taken by threads whose heaps hold the addresses ``heaps``
+    (:func:`ambient.residency.heap_address`). Each pack is looked for in the
+    memory mapped or grown since and in those heaps, on 64-byte boundaries
+    (FBGEMM's alignment), by its first and last weights; its tail is handed
+    back only if every byte of it is zero. A pack not found keeps its padding.
     """
     wanted: dict[bytes, list[PackShape]] = {}
     for shape in shapes:
@@ -364,8 +368,12 @@ def release_pack_padding(shapes: Sequence[PackShape | None], before: set[residen
             wanted.setdefault(shape.first, []).append(shape)
     if not wanted:
         return 0
-    fresh = [r for r in residency.regions() if r not in before and r.readable and r.writable]
-    fresh = [r for r in fresh if not r.path or r.path == "[heap]"]
+    fresh = [
+        r
+        for r in residency.regions()
+        if r.readable and r.writable and (not r.path or r.path == "[heap]")
+        and (r not in before or any(r.start <= a < r.end for a in heaps))
+    ]  # fmt: skip
     # A pack with a mapping of its own starts 64 bytes into it (glibc's header, aligned), and that
     # mapping may have merged with others beside it (packs of the same size): look there before scanning.
     page = residency.PAGE
@@ -384,7 +392,9 @@ def _release_found(addresses: Sequence[int], wanted: dict[bytes, list[PackShape]
     released = 0
     for address in addresses:
         for shape in wanted.get(residency.read(address, 16) or b"", []):
-            if residency.read(address + shape.used - 16, 16) == shape.last:
+            if residency.read(address + shape.used - 16, 16) != shape.last:
+                continue
+            if residency.allocated(address):  # not the stale copy a freed pack left behind
                 released += residency.release_zero_pages(address + shape.used, address + shape.size)
                 wanted[shape.first].remove(shape)
                 break

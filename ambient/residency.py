@@ -159,6 +159,42 @@ def read(address: int, nbytes: int) -> bytes | None:
     return data if len(data) == nbytes else None
 
 
+def allocated(address: int) -> bool:
+    """Whether ``address`` is the start of a block glibc's ``malloc`` gave out and that is not freed.
+
+    glibc's chunk layout: the block's size (flags in the low bits) sits 8 bytes
+    before it; a block with a mapping of its own (flag 2) is live while mapped;
+    otherwise the next chunk's lowest size bit says whether this one is in use
+    (exact for blocks this large: small ones may sit freed in a cache).
+    """
+    head = read(address - 8, 8)
+    if head is None:
+        return False
+    size = int.from_bytes(head, "little")
+    if size & 2:
+        return True
+    following = read(address - 16 + (size & ~7) + 8, 8)
+    return following is not None and bool(int.from_bytes(following, "little") & 1)
+
+
+def heap_address() -> int:
+    """An address in the heap this thread's ``malloc`` takes from now, or 0 (not glibc).
+
+    glibc gives each thread an arena: the mapping holding this address is where
+    the thread's small allocations have been going, whether it grew or not.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return 0
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    probe = libc.malloc(256)
+    libc.free(probe)
+    return int(probe or 0)
+
+
 def _dont_need(start: int, end: int) -> bool:
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)

@@ -7,6 +7,8 @@ pages handed back leave RSS, and every value read afterwards is the same.
 from __future__ import annotations
 
 import copy
+import ctypes
+import mmap
 from pathlib import Path
 
 import pytest
@@ -28,19 +30,17 @@ from ambient.sampling.local.kv_cache import _repeated
 MB = 2**20
 
 
-def rss_file() -> int:
-    return _status("RssFile")
-
-
-def rss_anon() -> int:
-    return _status("RssAnon")
-
-
-def _status(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
+def resident(address: int) -> int:
+    """Bytes resident in the mapping that holds ``address`` (its Rss line in /proc/self/smaps: exact)."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split(maxsplit=1)[0]
+        if not head.endswith(":"):
+            start, end = (int(x, 16) for x in head.split("-"))
+            inside = start <= address < end
+        elif inside and head == "Rss:":
             return int(line.split()[1]) * 1024
-    raise AssertionError(f"no {key} in /proc/self/status")
+    raise AssertionError(f"nothing mapped at {address:#x}")
 
 
 def mapped(path: Path, values: torch.Tensor) -> torch.Tensor:
@@ -54,9 +54,9 @@ def test_file_pages_leave_rss_and_read_back_the_same(tmp_path: Path) -> None:
     values = torch.randn(32768, 1024).to(torch.bfloat16)  # 64 MB
     table = mapped(tmp_path / "weights.bin", values)
     assert torch.equal(table, values)  # every page read: resident
-    before = rss_file()
+    assert resident(table.data_ptr()) > 60 * MB
     assert residency.release_file_pages(table) >= values.numel() * 2
-    assert before - rss_file() > 48 * MB
+    assert resident(table.data_ptr()) == 0
     assert torch.equal(table, values)  # read again from the file
 
 
@@ -73,16 +73,16 @@ def test_anonymous_memory_is_no_file() -> None:
 
 
 def test_only_zero_pages_are_handed_back() -> None:
-    buf = torch.zeros(8 * MB, dtype=torch.uint8)
-    buf.fill_(0)  # resident
-    start = buf.data_ptr()
-    before = rss_anon()
-    assert residency.release_zero_pages(start, start + buf.numel()) > 7 * MB
-    assert before - rss_anon() > 6 * MB
-    assert not buf.any()  # still zeros
-    buf[5 * MB] = 1
-    assert residency.release_zero_pages(start, start + buf.numel()) == 0
-    assert int(buf[5 * MB]) == 1
+    block = mmap.mmap(-1, 8 * MB)  # memory of its own, whatever the allocator's state
+    block.write(bytes(8 * MB))  # zeros, written: resident
+    start = ctypes.addressof(ctypes.c_char.from_buffer(block))
+    assert resident(start) == 8 * MB
+    assert residency.release_zero_pages(start + 100, start + 8 * MB) == 8 * MB - residency.PAGE
+    assert resident(start) == residency.PAGE  # the first page holds bytes outside the range
+    assert block[:] == bytes(8 * MB)
+    block[5 * MB] = 1
+    assert residency.release_zero_pages(start, start + 8 * MB) == 0
+    assert block[5 * MB] == 1
 
 
 def test_reading_unmapped_memory_is_none_not_a_crash() -> None:
@@ -110,12 +110,36 @@ def test_small_packs_are_found_where_the_heap_put_them() -> None:
     weights = [torch.randn(n, 640).half().float() for n in (1024, 256, 2048, 2048, 640)]
     shapes = [PackShape.of(w) for w in weights]
     before = set(residency.regions())
-    packs = [PackedLinear(w) for w in weights]
-    released = release_pack_padding(shapes, before)
+    packs = [PackedLinear(w) for w in weights]  # in this thread's heap (reused) or mappings of their own
+    released = release_pack_padding(shapes, before, [residency.heap_address()])
     x = torch.randn(8, 640)
     for w, pack in zip(weights, packs, strict=True):
         assert torch.equal(pack(x), PackedLinear(w)(x))
     assert released > 0.8 * sum((1024 - 640) * w.shape[0] * 2 for w in weights)
+
+
+def test_a_freed_pack_s_stale_copy_is_left_alone() -> None:
+    torch.manual_seed(2)
+    weight = torch.randn(2048, 640).half().float()
+    shape = PackShape.of(weight)
+    stale = PackedLinear(weight)
+    del stale  # its bytes stay in the freed heap block
+    before = set(residency.regions())
+    live = PackedLinear(weight)
+    assert release_pack_padding([shape], before, [residency.heap_address()]) > 0.9 * (1024 - 640) * 2048 * 2
+    x = torch.randn(8, 640)
+    assert torch.equal(live(x), PackedLinear(weight)(x))
+
+
+def test_allocated_tells_a_live_block_from_a_freed_one() -> None:
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    blocks = [libc.malloc(size) for size in (64 * 1024, 1 * MB, 64 * MB)]  # heap, heap or mapped, mapped
+    assert all(residency.allocated(b) for b in blocks)
+    for b in blocks:
+        libc.free(b)
+    assert not any(residency.allocated(b) for b in blocks[:2])
 
 
 def test_no_padding_to_look_for() -> None:

@@ -202,7 +202,8 @@ def _pack_for_queries(model: Any) -> Any:
     for parent, name in places:
         child = getattr(parent, name)
         setattr(parent, name, PackedLinear(child.weight, child.bias))
-    release_pack_padding(shapes, before)  # FBGEMM pads 384 and 1536 inputs to 512 and 2048
+    # FBGEMM pads 384 and 1536 inputs to 512 and 2048
+    release_pack_padding(shapes, before, [residency.heap_address()])
     return packed.eval()
 
 
