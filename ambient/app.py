@@ -139,7 +139,7 @@ class App:
         self._sampler.close()
         from ambient.packing import return_freed_memory
 
-        return_freed_memory()
+        return_freed_memory(collect=False)  # the model goes with its last reference: no cycles to collect
 
     def index_pending(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Embed every node the memory index has not seen yet; returns how many."""

@@ -133,15 +133,15 @@ def discard(tensor: torch.Tensor) -> int:
 def release_zero_pages(start: int, end: int) -> int:
     """Hand back the whole pages inside ``[start, end)`` of anonymous memory, if all of it reads zero.
 
-    The caller must own the range and nothing may write to it meanwhile; a
-    page handed back reads as zeros again. Returns the bytes handed back.
+    The caller must own the range (it stays mapped) and nothing may write to it
+    meanwhile; a page handed back reads as zeros again. Returns the bytes handed back.
     """
     lo, hi = -(-start // PAGE) * PAGE, end // PAGE * PAGE
     if hi <= lo:
         return 0
     for at in range(lo, hi, ZERO_CHECK_BYTES):
-        data = read(at, min(ZERO_CHECK_BYTES, hi - at))
-        if data is None or np.frombuffer(data, dtype=np.uint64).any():
+        size = min(ZERO_CHECK_BYTES, hi - at)
+        if np.frombuffer(memoryview((ctypes.c_uint8 * size).from_address(at)), dtype=np.uint64).any():
             return 0
     return hi - lo if _dont_need(lo, hi) else 0
 

@@ -184,8 +184,7 @@ def _pack_for_queries(model: Any) -> Any:
 
     import torch
 
-    from ambient import residency
-    from ambient.packing import PackedLinear, PackShape, fbgemm_ready, release_pack_padding
+    from ambient.packing import PackedLinear, fbgemm_ready
 
     if not fbgemm_ready() or next(model.parameters()).device.type != "cpu":
         return None
@@ -197,13 +196,9 @@ def _pack_for_queries(model: Any) -> Any:
         for name, child in parent.named_children()
         if isinstance(child, torch.nn.Linear)
     ]
-    shapes = [PackShape.of(getattr(parent, name).weight) for parent, name in places]
-    before = set(residency.regions())
     for parent, name in places:
         child = getattr(parent, name)
         setattr(parent, name, PackedLinear(child.weight, child.bias))
-    # FBGEMM pads 384 and 1536 inputs to 512 and 2048
-    release_pack_padding(shapes, before, [residency.heap_address()])
     return packed.eval()
 
 
