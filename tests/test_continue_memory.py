@@ -4,7 +4,8 @@ The real CLI in a process of its own, the real default model, a fresh home
 (chromadb and the MiniLM embedder open beside the model, as always), a prompt
 of about 1,000 tokens of text nobody here wrote (the Loom fixture). The peak is
 the child's own ``ru_maxrss`` from ``wait4``, so no other process the tests
-started counts. Measured here: 1.44-1.47 GiB peak, 1.51-1.54e9 bytes (was 2.23 GiB).
+started counts. Measured on the project's 2-core machine: 1.50-1.55e9 bytes
+(1.40-1.44 GiB); before issue #17's changes, 2.31-2.38e9 bytes.
 """
 
 from __future__ import annotations
