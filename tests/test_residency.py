@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import json
 import mmap
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,11 +26,11 @@ from ambient.packing import (
     PackShape,
     RowCache,
     fbgemm_ready,
-    release_pack_padding,
 )
 from ambient.sampling.local.kv_cache import _repeated
 
 MB = 2**20
+REPO = Path(__file__).resolve().parents[1]
 
 
 def resident(address: int) -> int:
@@ -105,30 +108,37 @@ def test_head_padding_goes_and_logits_stay_the_same() -> None:
         assert torch.equal(head(x), torch.cat([p(x) for p in plain], dim=-1))
 
 
+def _fresh(scenario: str) -> dict[str, float]:
+    """Run ``tests/residency_scenarios.py``'s ``scenario`` in a new interpreter: its heap starts as
+    ``ambient continue``'s does (after the whole suite, this process's reused arenas hold packs where
+    the search does not look, by design, and the amounts found vary)."""
+    code = f"import json, tests.residency_scenarios as s; print(json.dumps(s.{scenario}()))"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 def test_small_packs_are_found_where_the_heap_put_them() -> None:
-    torch.manual_seed(1)
-    weights = [torch.randn(n, 640).half().float() for n in (1024, 256, 2048, 2048, 640)]
-    shapes = [PackShape.of(w) for w in weights]
-    before = set(residency.regions())
-    packs = [PackedLinear(w) for w in weights]  # in this thread's heap (reused) or mappings of their own
-    released = release_pack_padding(shapes, before, [residency.heap_address()])
-    x = torch.randn(8, 640)
-    for w, pack in zip(weights, packs, strict=True):
-        assert torch.equal(pack(x), PackedLinear(w)(x))
-    assert released > 0.8 * sum((1024 - 640) * w.shape[0] * 2 for w in weights)
+    got = _fresh("small_packs")
+    assert got["same_logits"] == 1
+    assert got["released"] > 0.8 * got["padding"]
 
 
 def test_a_freed_pack_s_stale_copy_is_left_alone() -> None:
-    torch.manual_seed(2)
-    weight = torch.randn(2048, 640).half().float()
-    shape = PackShape.of(weight)
-    stale = PackedLinear(weight)
-    del stale  # its bytes stay in the freed heap block
-    before = set(residency.regions())
-    live = PackedLinear(weight)
-    assert release_pack_padding([shape], before, [residency.heap_address()]) > 0.9 * (1024 - 640) * 2048 * 2
-    x = torch.randn(8, 640)
-    assert torch.equal(live(x), PackedLinear(weight)(x))
+    got = _fresh("stale_copy")
+    assert got["same_logits"] == 1
+    assert got["released"] > 0.9 * got["padding"]
+
+
+def test_in_a_used_heap_only_correctness_is_promised() -> None:
+    """In this (long-lived) process: whatever is found and handed back, the packs compute the same."""
+    from tests.residency_scenarios import small_packs, stale_copy
+
+    assert small_packs()["same_logits"] == 1 and stale_copy()["same_logits"] == 1
 
 
 def test_allocated_tells_a_live_block_from_a_freed_one() -> None:
