@@ -123,7 +123,7 @@ def daemon(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         model__device="cpu",
         server__port=0,
         sampling__n=N,
-        sampling__max_tokens=40,
+        sampling__max_tokens=160,  # an offer lasts long enough for its cards to be seen streaming
         sampling__seed=7,
     )
     with DaemonThread(config) as d:
