@@ -21,7 +21,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+
+from tests.loom_fixture import node_texts, read
 
 AMBIENT = Path(sys.executable).with_name("ambient")
 # Starts argv[2:], waits for it, writes "EXIT_CODE MAXRSS_KB" to argv[1]: a small process, so the
@@ -34,27 +35,13 @@ child.returncode = 0
 with open(sys.argv[1], "w") as f:
     f.write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
 """
-LOOM = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "loom" / "loom_demo.json"
 LIMIT_BYTES = 1_750_000_000  # the target is 1.6e9; see the module docstring
 PROMPT_CHARS = 4000  # about 1,000 Gemma tokens of this text
 
 
 def loom_text(chars: int) -> str:
     """The Loom fixture's node texts, root first, joined up to ``chars`` characters."""
-    texts: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if isinstance(node.get("text"), str):
-                texts.append(node["text"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(json.loads(LOOM.read_text(encoding="utf-8"))["root"])
-    return "".join(texts)[:chars]
+    return "".join(node_texts(read("loom_demo.json")["root"]))[:chars]
 
 
 def test_continue_n8_peak_memory_stays_down(default_model_path: Path, tmp_path: Path) -> None:

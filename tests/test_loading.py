@@ -23,8 +23,7 @@ from ambient.sampling.local.loading import (
     load,
     stored_half_dtype,
 )
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "loom"
+from tests.loom_fixture import FIXTURES, node_texts, read
 
 SAMPLES = [
     "Hello world",
@@ -38,21 +37,7 @@ SAMPLES = [
 
 def _loom_texts() -> list[str]:
     """Every node text of the real Loom fixture trees (written by people and models nobody here knows)."""
-    texts: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if isinstance(node.get("text"), str):
-                texts.append(node["text"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    for file in sorted(FIXTURES.glob("*.json")):
-        walk(json.loads(file.read_text(encoding="utf-8")))
-    return texts
+    return [t for file in sorted(FIXTURES.glob("*.json")) for t in node_texts(read(file.name))]
 
 
 def test_gemma_direct_tokenizer_matches_autotokenizer(default_model_path: Path) -> None:
