@@ -112,12 +112,13 @@ class Embedder:
         _LOGGER.info("embedding model loaded from %s", self.folder)
 
     def drop_query_model(self) -> None:
-        """Free the packed copy for queries (a command that searched once and will not again soon).
-
-        The next query packs it again, so queries are embedded exactly as before.
+        """Free the packed copy for queries and the checkpoint's pages (a command that searched once
+        and will not again soon). The next query packs it again, so queries are embedded exactly as
+        before; a forward reads the pages again.
         """
         with self._lock:
             self._query_model, self._query_packed = None, False
+            self._hand_back()
 
     def _hand_back(self) -> None:
         """Let the checkpoint's pages go (see :func:`_checkpoint_mapping`); a forward reads them again."""
@@ -139,8 +140,6 @@ class Embedder:
                 self._load_locked()
                 rows.append(self._forward(batch, small=len(texts) <= SMALL_BATCH))
                 self.embedded += len(batch)
-        with self._lock:
-            self._hand_back()
         vectors = np.concatenate(rows)
         out = np.empty_like(vectors)
         out[order] = vectors
