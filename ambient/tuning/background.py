@@ -79,12 +79,8 @@ def _result(answer: Any, exitcode: int | None) -> Any:
     if kind == "Interrupted":
         raise Interrupted(message)
     if kind == "AmbientError":
-        raise _AsRaised(message)
+        raise InvalidInput(message)  # one line, as the child's error said it
     raise RuntimeError(f"tuning failed: {message}")
-
-
-class _AsRaised(InvalidInput):
-    """An :class:`AmbientError` from the tuning process, its message as the child wrote it."""
 
 
 def _child(send: Any, nice: int, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
